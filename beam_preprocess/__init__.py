@@ -1,0 +1,1 @@
+"""CASIA-HWDB formats, charsets, synthetic handwriting and the Beam preprocessing job."""

@@ -1,0 +1,127 @@
+"""Character sets: GB2312 level 1 (the 3755 HCCR classes), files, and sets built from data.
+
+A charset file is UTF-8 text with one character per line, in class order: line i is class i.
+Preprocessing writes it next to the shards; training, evaluation and export read it, so the class
+count always comes from the data, never from a constant.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import string
+from typing import Iterable, Sequence
+
+from beam_preprocess.fileio import open_binary
+
+GB2312_LEVEL1_SIZE = 3755
+
+# Symbols that occur in HWDB2.x text lines besides Chinese characters: digits, Latin letters and
+# ASCII punctuation, plus the full-width CJK punctuation of the GB2312 symbol rows.
+LINE_SYMBOLS = (string.digits + string.ascii_letters + string.punctuation +
+                "，。、；：？！“”‘’（）《》〈〉【】「」『』…—～·")
+
+
+def gb2312_level1() -> list[str]:
+    """The 3755 GB2312 level-1 characters in code order (rows 0xB0-0xD7, cells 0xA1-0xFE)."""
+    chars = []
+    for row in range(0xB0, 0xD8):
+        for cell in range(0xA1, 0xFF):
+            try:
+                chars.append(bytes([row, cell]).decode("gb2312"))
+            except UnicodeDecodeError:
+                continue  # 0xD7FA-0xD7FE are unassigned
+    if len(chars) != GB2312_LEVEL1_SIZE:
+        raise RuntimeError(f"Python's gb2312 codec gave {len(chars)} level-1 characters, "
+                           f"expected {GB2312_LEVEL1_SIZE}")
+    return chars
+
+
+class Charset:
+    """An ordered set of characters; class id i is `chars[i]`."""
+
+    def __init__(self, chars: Sequence[str]):
+        chars = list(chars)
+        for c in chars:
+            if len(c) != 1 or c in "\n\r":
+                raise ValueError(f"a charset holds single, non-newline characters. Received: {c!r}")
+        if len(set(chars)) != len(chars):
+            dups = sorted(c for c, n in collections.Counter(chars).items() if n > 1)
+            raise ValueError(f"charset has duplicate characters: {''.join(dups)!r}")
+        self.chars = chars
+        self._index = {c: i for i, c in enumerate(chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __contains__(self, char: str) -> bool:
+        return char in self._index
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Charset) and self.chars == other.chars
+
+    def index(self, char: str) -> int:
+        """Class id of `char`; raises KeyError for characters outside the set."""
+        return self._index[char]
+
+    def get(self, char: str, default: int = -1) -> int:
+        return self._index.get(char, default)
+
+    def encode(self, text: str) -> list[int]:
+        """Class ids of the characters of `text`; raises KeyError naming the first unknown one."""
+        try:
+            return [self._index[c] for c in text]
+        except KeyError as err:
+            raise KeyError(f"character {err.args[0]!r} of {text!r} is not in the charset") from None
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_text().encode("utf-8")).hexdigest()
+
+    def to_text(self) -> str:
+        return "".join(c + "\n" for c in self.chars)
+
+    def save(self, path: str) -> None:
+        with open_binary(path, "wb") as f:
+            f.write(self.to_text().encode("utf-8"))
+
+    @classmethod
+    def load(cls, path: str) -> "Charset":
+        """Reads a charset file (UTF-8, one character per line; a trailing newline is optional)."""
+        with open_binary(os.fspath(path)) as f:
+            text = f.read().decode("utf-8")
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        for number, line in enumerate(lines, 1):
+            if len(line) != 1:
+                raise ValueError(f"{path}: line {number}: expected one character, got {line!r}")
+        return cls(lines)
+
+    @classmethod
+    def from_data(cls, chars: Iterable[str], *, order: str = "code") -> "Charset":
+        """All distinct characters seen in the data.
+
+        Args:
+          order: "code" sorts by GB18030 code (GB2312 level 1 first, like CASIA's own lists),
+            "unicode" by code point.
+        """
+        distinct = set(chars)
+        if order == "unicode":
+            return cls(sorted(distinct))
+        if order != "code":
+            raise ValueError(f"order must be 'code' or 'unicode'. Received: {order!r}")
+        return cls(sorted(distinct, key=lambda c: (c.encode("gb18030", "replace"), c)))
+
+    @classmethod
+    def named(cls, spec: str) -> "Charset":
+        """A charset by name or file: "gb2312-1" (3755 classes), "gb2312-1+lines" (plus the line
+        symbols), or a path to a charset file."""
+        if spec in ("gb2312-1", "gb2312_level1"):
+            return cls(gb2312_level1())
+        if spec in ("gb2312-1+lines", "lines"):
+            base = gb2312_level1()
+            return cls(base + [c for c in LINE_SYMBOLS if c not in set(base)])
+        if os.path.exists(spec) or "://" in spec:
+            return cls.load(spec)
+        raise ValueError(f"unknown charset {spec!r}: use 'gb2312-1', 'gb2312-1+lines', or a "
+                         f"charset file path")
