@@ -25,6 +25,7 @@ setup(
         "console_scripts": [
             "hccr-inspect=beam_preprocess.inspect_cli:main",
             "hccr-synth=beam_preprocess.synth_cli:main",
+            "hccr-demo=launch.demo:main",
         ],
     },
 )

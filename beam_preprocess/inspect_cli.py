@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 
 from beam_preprocess import dgrl, gnt
@@ -137,8 +138,12 @@ def main(argv=None) -> int:
     if args.no_counts:
         for kind in ("gnt", "dgrl"):
             summary.get(kind, {}).pop("counts", None)
-    json.dump(summary, sys.stdout, ensure_ascii=False, indent=args.indent)
-    sys.stdout.write("\n")
+    try:
+        json.dump(summary, sys.stdout, ensure_ascii=False, indent=args.indent)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `hccr-inspect ... | head` is a normal way to read it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for problem in summary["problems"]:
         print(f"hccr-inspect: {problem['file']}: byte offset {problem['offset']}: "
               f"{problem['reason']}", file=sys.stderr)
