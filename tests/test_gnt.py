@@ -108,3 +108,17 @@ def test_real_sample_exact_counts(casia_sample_dir):
     assert dict(counts) == REAL_COUNTS
     assert sum(counts.values()) == 11154
     assert min(min(s) for s in sizes) >= 20 and max(max(s) for s in sizes) <= 250
+
+
+def test_reads_and_writes_through_tf_gfile_schemes():
+    """URLs go through tf.io.gfile (gs://, s3://, hdfs://); TF's in-memory ram:// stands in."""
+    from beam_preprocess import dgrl
+    images = [np.full((3, 4), 7, np.uint8), np.full((2, 2), 9, np.uint8)]
+    gnt.write_gnt("ram://casia/a.gnt", zip(["中", "国"], images))
+    samples = list(gnt.read_gnt("ram://casia/a.gnt"))
+    assert [s.char for s in samples] == ["中", "国"] and samples[0].path == "ram://casia/a.gnt"
+    dgrl.write_dgrl("ram://casia/p.dgrl", page_height=5, page_width=5,
+                    lines=[("中国", 0, 0, images[0])])
+    assert dgrl.read_dgrl("ram://casia/p.dgrl").lines[0].text == "中国"
+    from beam_preprocess.fileio import expand_globs
+    assert expand_globs(["ram://casia/*.gnt"]) == ["ram://casia/a.gnt"]
