@@ -54,29 +54,39 @@ if [ "$gpu" = auto ]; then
   if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then gpu=1; else gpu=0; fi
 fi
 if [ "$gpu" = 1 ]; then tf_req="tensorflow[and-cuda]"; else tf_req="tensorflow-cpu"; fi
-req_hash=$(cat requirements/constraints.txt requirements/base.txt setup.py | sha256sum | cut -c1-16)-$tf_req
+req_hash=$(cat requirements/constraints.txt requirements/base.txt | sha256sum | cut -c1-16)-$tf_req
 if [ "$(cat "$stamp_dir/pip" 2>/dev/null)" != "$req_hash" ]; then
   log "installing the pinned stack ($tf_req) in one pip call (a few minutes on a cold cache)"
   "$venv/bin/python" -m pip install -q --upgrade "pip<25" >/dev/null
   "$venv/bin/python" -m pip install -q -c requirements/constraints.txt \
       "$tf_req" -r requirements/base.txt -e .
   echo "$req_hash" > "$stamp_dir/pip"
+  sha256sum setup.py > "$stamp_dir/setup.py"
 else
   log "pinned Python stack present"
+fi
+# setup.py changes (a new console script) need only the project itself reinstalled.
+if ! sha256sum --status -c "$stamp_dir/setup.py" 2>/dev/null; then
+  log "reinstalling the hccr package (setup.py changed)"
+  "$venv/bin/python" -m pip install -q --no-deps -e . 2>&1 | grep -v DEPRECATION || true
+  sha256sum setup.py > "$stamp_dir/setup.py"
 fi
 
 # --- Horovod -----------------------------------------------------------------------------------
 if [ "${HCCR_SKIP_HOROVOD:-0}" != 1 ]; then
   mpi_flag=HOROVOD_WITHOUT_MPI
   dpkg -s libopenmpi-dev >/dev/null 2>&1 && mpi_flag=HOROVOD_WITH_MPI
-  hvd_key="0.28.1-$mpi_flag-$req_hash"
+  tf_version=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$tf_req'.split('[')[0]))")
+  hvd_key="0.28.1-$mpi_flag-tf$tf_version"
   if [ "$(cat "$stamp_dir/horovod" 2>/dev/null)" != "$hvd_key" ]; then
     log "building Horovod 0.28.1 with TensorFlow + Gloo ($mpi_flag); about 3 minutes on 2 cores"
     env HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 \
         HOROVOD_WITHOUT_MXNET=1 "$mpi_flag=1" MAKEFLAGS="-j$(nproc)" \
         "$venv/bin/python" -m pip install -q --no-build-isolation --no-cache-dir \
         -c requirements/constraints.txt horovod==0.28.1
-    "$venv/bin/horovodrun" --check-build
+    TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/horovodrun" --check-build | tee "$stamp_dir/horovod-check"
+    grep -q "\[X\] TensorFlow" "$stamp_dir/horovod-check" && grep -q "\[X\] Gloo" "$stamp_dir/horovod-check" \
+      || { log "ERROR: Horovod was built without TensorFlow or Gloo (see above)"; exit 1; }
     echo "$hvd_key" > "$stamp_dir/horovod"
   else
     log "Horovod present"
