@@ -1,0 +1,257 @@
+"""`hccr-launch`: render and run training and preprocessing jobs, one launcher for every config.
+
+    hccr-launch local --np 2 --config smoke --data data/chars --workdir runs/smoke
+    hccr-launch horovod --hosts gpu1:4,gpu2:4 --gpus-per-node 4 --config hwdb11 ...
+    hccr-launch multiworker --hosts gpu1,gpu2 --config hwdb11 ...
+    hccr-launch slurm --nodes 2 --gpus-per-node 4 --config hwdb11 ... --out hwdb11.sbatch
+    hccr-launch k8s --strategy horovod --nodes 2 --gpus-per-node 4 --image IMG --config ...
+    hccr-launch beam dataflow --input 'gs://b/HWDB1.1trn_gnt/*.gnt' --output gs://b/hwdb11 ...
+
+`--dry-run` prints exactly what would run or be submitted (the script or manifest, then the
+command that runs it); `--out FILE` keeps it. A command after `--` replaces hccr-train (for
+the beam launcher: extra hccr-preprocess/Beam flags).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from launch import beam, jobs, k8s, render, run, slurm
+from launch.jobs import LaunchError, TrainJob
+
+PROG = "hccr-launch"
+
+
+def default_setup() -> list[str]:
+    """Activate the Python environment hccr-launch runs from, when it is a virtualenv."""
+    if sys.prefix != sys.base_prefix:
+        return [f"source {shlex.quote(os.path.join(sys.prefix, 'bin', 'activate'))}"]
+    return []
+
+
+# === Flags ===
+
+
+def _output_flags(p: argparse.ArgumentParser, setup: bool = True) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the script/manifest and the command that would run it; "
+                        "run nothing")
+    g.add_argument("--out", metavar="FILE",
+                   help="write the script/manifest here, to keep and edit (it is still run "
+                        "unless --dry-run)")
+    if setup:
+        g.add_argument("--setup", action="append", metavar="LINE",
+                       help="shell line(s) that set up the environment in the script, e.g. "
+                            "'module load cuda' (repeatable; default: activate this "
+                            "virtualenv; '' for none)")
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (passed to hccr-train)")
+    g.add_argument("--config", help="a trainers.configs preset (smoke, demo, hwdb11, ...) or "
+                                    "a config.json")
+    g.add_argument("--data", help="preprocessed data directory (local, gs://, s3://, ...)")
+    g.add_argument("--workdir", help="checkpoints, logs and the model")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   dest="overrides", help="config override (repeatable)")
+    g.add_argument("--precision",
+                   choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
+
+
+def _mode_flags(p: argparse.ArgumentParser, default_mpi: bool) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gloo", dest="mpi", action="store_false",
+                   help="Horovod over Gloo (TCP)" + ("" if default_mpi else " (default)"))
+    g.add_argument("--mpi", dest="mpi", action="store_true",
+                   help="Horovod over MPI" + (" (default)" if default_mpi else ""))
+    p.set_defaults(mpi=default_mpi)
+
+
+def _gpu_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus-per-node", type=int, default=0, metavar="N",
+                   help="GPUs per machine (0: CPU); > 0 adds the NCCL settings")
+    p.add_argument("--network-interface", metavar="IFACE",
+                   help="interface between nodes (NCCL_SOCKET_IFNAME, horovodrun's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Render and run hccr jobs: Horovod on this machine or several, "
+                    "MultiWorkerMirroredStrategy, SLURM, Kubernetes (Kubeflow MPIJob/TFJob), "
+                    "and the Beam preprocessing job on Dataflow, Flink or Spark.",
+        epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="launcher", required=True, metavar="LAUNCHER")
+
+    p = sub.add_parser("local", help="horovodrun -np N -H localhost:N on this machine")
+    p.add_argument("--np", type=int, default=2, help="processes (ranks) (default 2)")
+    _mode_flags(p, default_mpi=False)
+    _gpu_flags(p)
+    _train_flags(p)
+    _output_flags(p)
+
+    p = sub.add_parser("horovod", help="horovodrun over several machines (ssh)")
+    hosts = p.add_mutually_exclusive_group(required=True)
+    hosts.add_argument("--hosts", metavar="H1:SLOTS,...",
+                       help="hosts and their slots, as horovodrun -H (slots default: "
+                            "--gpus-per-node, or 1)")
+    hosts.add_argument("--hostfile", metavar="FILE", help="`host slots=N` per line")
+    p.add_argument("--np", type=int, help="processes (default: every slot)")
+    _mode_flags(p, default_mpi=False)
+    _gpu_flags(p)
+    _train_flags(p)
+    _output_flags(p)
+
+    p = sub.add_parser("multiworker", help="MultiWorkerMirroredStrategy, TF_CONFIG per worker")
+    p.add_argument("--hosts", metavar="H1,H2,...",
+                   help="one worker per host (remote ones over ssh); default: --np on this "
+                        "machine")
+    p.add_argument("--np", type=int, default=2, help="workers on this machine without --hosts")
+    p.add_argument("--port", type=int, default=render.DEFAULT_PORT,
+                   help=f"worker port ({render.DEFAULT_PORT}; +1 per extra worker on a host)")
+    _gpu_flags(p)
+    _train_flags(p)
+    _output_flags(p)
+
+    p = sub.add_parser("slurm", help="an sbatch script with srun")
+    p.add_argument("--strategy", choices=slurm.STRATEGIES, default="horovod")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--tasks-per-node", type=int,
+                   help="horovod ranks per node (default: --gpus-per-node, or 1)")
+    p.add_argument("--cpus-per-task", type=int)
+    p.add_argument("--time", default="24:00:00", help="wall-clock limit (24:00:00)")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--job-name")
+    p.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                   help="an extra #SBATCH option, e.g. --sbatch=--qos=high (repeatable)")
+    p.add_argument("--srun-mpi", default="pmix", help="srun --mpi= plugin for --mpi (pmix)")
+    p.add_argument("--port", type=int, default=render.DEFAULT_PORT,
+                   help="multi_worker: the workers' port")
+    _mode_flags(p, default_mpi=True)
+    _gpu_flags(p)
+    _train_flags(p)
+    _output_flags(p)
+
+    p = sub.add_parser("k8s", help="a Kubeflow MPIJob (horovod) or TFJob (multi_worker)")
+    p.add_argument("--strategy", choices=k8s.STRATEGIES, default="horovod")
+    p.add_argument("--image", required=True,
+                   help="container image with hccr installed (and MPI + sshd for an MPIJob)")
+    p.add_argument("--nodes", type=int, default=1, help="worker pods")
+    p.add_argument("--slots-per-worker", type=int,
+                   help="MPIJob ranks per pod (default: --gpus-per-node, or 1)")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--name", help="the job's name (default: hccr-CONFIG)")
+    p.add_argument("--pvc", action="append", default=[], metavar="CLAIM:/PATH",
+                   help="mount a PersistentVolumeClaim in the worker pods (repeatable)")
+    _mode_flags(p, default_mpi=True)
+    _gpu_flags(p)
+    _train_flags(p)
+    _output_flags(p, setup=False)
+
+    p = sub.add_parser("beam", help="the preprocessing job on Dataflow, Flink, Spark or local")
+    p.add_argument("runner", choices=beam.RUNNERS)
+    p.add_argument("--input", action="append", default=[], metavar="GLOB", required=True,
+                   help="input files (repeatable), as hccr-preprocess --input")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--task", choices=("chars", "lines"))
+    p.add_argument("--job-name")
+    g = p.add_argument_group("dataflow")
+    g.add_argument("--project")
+    g.add_argument("--region")
+    g.add_argument("--temp-location", metavar="GS_URL")
+    g.add_argument("--num-workers", type=int,
+                   help="Dataflow's initial workers; direct: local worker processes")
+    g.add_argument("--max-num-workers", type=int)
+    g.add_argument("--machine-type")
+    g.add_argument("--setup-file", help="default: this repository's setup.py")
+    g = p.add_argument_group("flink / spark")
+    g.add_argument("--flink-master", metavar="HOST:PORT", help="default localhost:8081")
+    g.add_argument("--spark-master", metavar="spark://HOST:PORT",
+                   help="default spark://localhost:7077")
+    g.add_argument("--environment-type", choices=beam.ENVIRONMENTS,
+                   help="where the Python workers run (default: DOCKER with --image, "
+                        "EXTERNAL with --worker-pool, else LOOPBACK)")
+    g.add_argument("--worker-pool", metavar="HOST:PORT", help="EXTERNAL worker pool address")
+    g.add_argument("--parallelism", type=int)
+    p.add_argument("--image", help="SDK container with hccr installed (Dataflow: "
+                                   "--sdk_container_image; Flink/Spark: DOCKER environment)")
+    _output_flags(p)
+    return parser
+
+
+# === Main ===
+
+
+def _job(args, command) -> TrainJob:
+    job = TrainJob(config=args.config, data=args.data, workdir=args.workdir,
+                   overrides=tuple(args.overrides), precision=args.precision,
+                   command=tuple(command))
+    jobs.check(job)
+    return job
+
+
+def plan_from_args(args, command, origin: str):
+    """The Plan the parsed flags ask for."""
+    setup = getattr(args, "setup", None)
+    setup = default_setup() if setup is None else setup
+    if args.launcher == "beam":
+        return beam.beam_plan(
+            args.runner, args.input, args.output, args.task, command, args.project,
+            args.region, args.temp_location, args.image, args.num_workers,
+            args.max_num_workers, args.machine_type, args.job_name, args.flink_master,
+            args.spark_master, args.environment_type, args.worker_pool, args.parallelism,
+            args.setup_file, setup, origin)
+    job = _job(args, command)
+    common = {"network_interface": args.network_interface, "origin": origin}
+    if args.launcher == "local":
+        return render.local_plan(job, args.np, args.mpi, args.gpus_per_node, setup=setup,
+                                 **common)
+    if args.launcher == "horovod":
+        hosts = (render.parse_hosts(args.hosts, max(args.gpus_per_node, 1))
+                 if args.hosts else None)
+        return render.horovod_plan(job, hosts, args.hostfile, args.np, args.mpi,
+                                   args.gpus_per_node, setup=setup, **common)
+    if args.launcher == "multiworker":
+        hosts = [h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts else None
+        return render.multiworker_plan(job, hosts, args.np, args.port, args.gpus_per_node,
+                                       setup=setup, **common)
+    if args.launcher == "slurm":
+        return slurm.slurm_plan(
+            job, args.strategy, args.nodes, args.gpus_per_node, args.tasks_per_node,
+            args.cpus_per_task, args.time, args.partition, args.account, args.job_name,
+            args.mpi, args.srun_mpi, args.port, extra_sbatch=args.sbatch, setup=setup,
+            **common)
+    return k8s.k8s_plan(job, args.image, args.strategy, args.nodes, args.gpus_per_node,
+                        args.slots_per_worker, args.namespace, args.name, args.mpi, pvcs=args.pvc,
+                        **common)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1:]
+    args = build_parser().parse_args(argv)
+    kept = [word for word in argv if word != "--dry-run"]
+    origin = shlex.join([PROG] + kept + (["--"] + command if command else []))
+    try:
+        plan = plan_from_args(args, command, origin)
+        if args.dry_run:
+            if args.out:
+                run.write(plan, args.out)
+                print(f"{PROG}: wrote {args.out}", file=sys.stderr)
+            sys.stdout.write(plan.dry_run_text(args.out))
+            return 0
+        return run.execute(plan, args.out)
+    except LaunchError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Renders a SLURM batch script: `#SBATCH` resources, then `srun` (or horovodrun) starting
+the training on every allocated node, the distribution derived from SLURM's environment.
+
+- Horovod over MPI: `srun --mpi=pmix` starts one task per GPU; PMIx gives every task its rank
+  and the world size (SLURM_PROCID, SLURM_NTASKS), which Horovod's MPI controller reads.
+- Horovod over Gloo: a hostfile is written from SLURM_JOB_NODELIST (`scontrol show
+  hostnames`) and horovodrun, on the first node, starts every rank over ssh.
+- MultiWorkerMirroredStrategy: one task per node; each builds its TF_CONFIG from the node
+  list, a port, and its SLURM_PROCID.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from launch import jobs
+from launch.jobs import LaunchError, TrainJob
+from launch.plan import (
+    FILE,
+    Plan,
+    Raw,
+    Requirement,
+    format_command,
+    header,
+    script,
+    section,
+    setup_lines,
+)
+from launch.render import DEFAULT_PORT, nccl_lines, train_comment
+
+STRATEGIES = ("horovod", "multi_worker")
+
+# The per-task wrapper srun starts: `bash -c BODY hccr-task COMMAND...` runs BODY with the
+# training command as "$@", so the command needs no second level of quoting.
+_HOROVOD_TASK = """'
+echo "hccr: rank $SLURM_PROCID of $SLURM_NTASKS (local rank $SLURM_LOCALID) on $(hostname)"
+exec "$@"' hccr-task"""
+_WORKER_TASK = """'
+export TF_CONFIG="{\\"cluster\\": {\\"worker\\": [$HCCR_WORKERS]}, \
+\\"task\\": {\\"type\\": \\"worker\\", \\"index\\": $SLURM_PROCID}}"
+echo "hccr: worker $SLURM_PROCID of $SLURM_NTASKS on $(hostname): TF_CONFIG=$TF_CONFIG"
+exec "$@"' hccr-task"""
+
+
+def _sbatch(option: str, value, comment: str) -> list[str]:
+    return [f"# {comment}", f"#SBATCH --{option}={value}"]
+
+
+def slurm_plan(job: TrainJob, strategy: str = "horovod", nodes: int = 1,
+               gpus_per_node: int = 0, tasks_per_node: int | None = None,
+               cpus_per_task: int | None = None, time: str = "24:00:00",
+               partition: str | None = None, account: str | None = None,
+               job_name: str | None = None, mpi: bool = True, srun_mpi: str = "pmix",
+               port: int = DEFAULT_PORT, network_interface: str | None = None,
+               extra_sbatch: Sequence[str] = (), setup: Sequence[str] = (),
+               origin: str | None = None) -> Plan:
+    """The sbatch script of a Horovod or MultiWorkerMirrored job on `nodes` nodes."""
+    if strategy not in STRATEGIES:
+        raise LaunchError(f"slurm --strategy must be one of {', '.join(STRATEGIES)}; "
+                          f"Received: {strategy!r}")
+    if nodes < 1 or gpus_per_node < 0:
+        raise LaunchError(f"need --nodes >= 1 and --gpus-per-node >= 0; Received: {nodes}, "
+                          f"{gpus_per_node}")
+    horovod = strategy == "horovod"
+    if horovod:
+        tasks_per_node = tasks_per_node or max(gpus_per_node, 1)
+    elif tasks_per_node not in (None, 1):
+        raise LaunchError("multi_worker runs one worker per node (it drives all of the node's "
+                          f"GPUs); Received: --tasks-per-node {tasks_per_node}")
+    else:
+        tasks_per_node = 1
+    ranks = nodes * tasks_per_node
+    job_name = job_name or jobs.file_stem("hccr", job.name)
+    argv = job.argv(strategy)
+
+    if horovod:
+        kind = f"Horovod training ({'MPI, srun' if mpi else 'Gloo, horovodrun'})"
+        per_task = "one Horovod rank per GPU" if gpus_per_node else "Horovod ranks"
+    else:
+        kind, per_task = "MultiWorkerMirroredStrategy training", "one worker per node"
+    gpus = f" x {gpus_per_node} GPU(s)" if gpus_per_node else ""
+    lines = header(
+        f"hccr-launch slurm: {kind} of {job.what} on {nodes} node(s){gpus}, {ranks} task(s).",
+        origin,
+        "Submit it with `sbatch FILE` from the directory relative paths start from; keep it "
+        "and edit it.\nsbatch reads the #SBATCH lines (up to the first command); srun then "
+        "starts the tasks.", shebang="#!/bin/bash")
+    lines.append("#")
+    lines += _sbatch("job-name", job_name, "The job's name in squeue.")
+    lines += _sbatch("nodes", nodes, "Machines.")
+    lines += _sbatch("ntasks-per-node", tasks_per_node, f"Tasks per machine: {per_task}.")
+    if gpus_per_node:
+        lines += _sbatch("gres", f"gpu:{gpus_per_node}", "GPUs per machine.")
+    if cpus_per_task:
+        lines += _sbatch("cpus-per-task", cpus_per_task,
+                         "CPU cores per task (the input pipeline's threads).")
+    lines += _sbatch("time", time, "Wall-clock limit (HH:MM:SS or D-HH:MM:SS).")
+    lines += _sbatch("output", "%x-%j.out", "Log file: %x is the job name, %j the job id.")
+    if partition:
+        lines += _sbatch("partition", partition, "The partition (queue).")
+    if account:
+        lines += _sbatch("account", account, "The account charged.")
+    for extra in extra_sbatch:
+        lines += ["# Given with --sbatch.", f"#SBATCH {extra}"]
+    lines += ["", "set -euo pipefail"]
+    lines += setup_lines(setup)
+    lines += nccl_lines(gpus_per_node, network_interface, horovod=horovod)
+    lines += section("Cluster layout from SLURM",
+                     "SLURM_JOB_NODELIST is compressed (gpu[01-04]); scontrol expands it, one "
+                     "host per line, in the order SLURM numbers the nodes and tasks.")
+    lines += ['mapfile -t HOSTS < <(scontrol show hostnames "$SLURM_JOB_NODELIST")',
+              'echo "hccr: job $SLURM_JOB_ID: $SLURM_NTASKS task(s) on ${#HOSTS[@]} node(s): '
+              '${HOSTS[*]}"']
+
+    if horovod and mpi:
+        lines += section(
+            "Launch: one Horovod rank per SLURM task",
+            f"srun starts SLURM_NTASKS tasks; --mpi={srun_mpi} hands each its rank and the "
+            "world size (SLURM_PROCID, SLURM_NTASKS) through the MPI process interface, "
+            "where Horovod's MPI controller reads them. Horovod must be built with MPI "
+            "(HOROVOD_WITH_MPI=1); `srun --mpi=list` shows what this cluster supports.\n"
+            "Each task logs its place, then runs the training command (\"$@\").")
+        lines += train_comment(job, "horovod", ranks)
+        lines.append(format_command(
+            ["srun", f"--mpi={srun_mpi}", "--kill-on-bad-exit=1", "bash", "-c",
+             Raw(_HOROVOD_TASK)], argv))
+    elif horovod:
+        lines += section(
+            "Hostfile: every allocated node, one slot per task",
+            "horovodrun reads `host slots=N` lines.")
+        lines += ['HOSTFILE="hccr-hosts-$SLURM_JOB_ID.txt"',
+                  'for host in "${HOSTS[@]}"; do echo "$host slots=$SLURM_NTASKS_PER_NODE"; '
+                  'done > "$HOSTFILE"']
+        lines += section(
+            "Launch: horovodrun on this (the first) node starts every rank over ssh",
+            "--gloo: ranks talk over Gloo (TCP), no MPI needed. Needs ssh between the "
+            "allocated nodes without a password; where that is not allowed, render with --mpi "
+            "(srun) instead.")
+        lines += train_comment(job, "horovod", ranks)
+        launcher = ["horovodrun", "-np", Raw('"$SLURM_NTASKS"'), "--hostfile",
+                    Raw('"$HOSTFILE"'), "--gloo"]
+        if network_interface:
+            launcher += ["--network-interface", network_interface]
+        lines.append(format_command(launcher, argv))
+    else:
+        lines += section(
+            "TF_CONFIG: the same worker list on every task, each task its own index",
+            f"Worker i listens on the i-th node at port {port}; worker 0 (the first node) is "
+            "the chief.")
+        lines += [f"PORT={port}",
+                  'WORKERS=""',
+                  'for host in "${HOSTS[@]}"; do WORKERS="${WORKERS:+$WORKERS, }\\"$host:$PORT'
+                  '\\""; done',
+                  'export HCCR_WORKERS="$WORKERS"']
+        lines += section(
+            "Launch: one worker per node; it uses all of the node's GPUs",
+            "srun starts one task per node; each sets TF_CONFIG with index SLURM_PROCID, logs "
+            "it, then runs the training command (\"$@\").")
+        lines += train_comment(job, "multi_worker", nodes * max(gpus_per_node, 1))
+        lines.append(format_command(
+            ["srun", "--kill-on-bad-exit=1", "bash", "-c", Raw(_WORKER_TASK)], argv))
+
+    requires = (Requirement("program", "sbatch",
+                            "SLURM's sbatch submits the script: run this on a SLURM login "
+                            "node, or keep the script (--dry-run --out FILE) and submit it "
+                            "there"),)
+    return Plan("slurm", script(lines), jobs.file_stem("hccr", job.name, strategy) + ".sbatch",
+                ("sbatch", FILE), requires)
