@@ -102,8 +102,9 @@ class Charset:
         """All distinct characters seen in the data.
 
         Args:
-          order: "code" sorts by GB18030 code (GB2312 level 1 first, like CASIA's own lists),
-            "unicode" by code point.
+          order: "code" sorts by GB18030 byte code: GB2312 characters keep their code order,
+            and GBK-only characters (first byte 0x81-0xA0, e.g. 宬) sort before them;
+            "unicode" sorts by code point.
         """
         distinct = set(chars)
         if order == "unicode":

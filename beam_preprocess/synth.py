@@ -231,11 +231,13 @@ class SynthSpec:
     first_writer: int = 1
     font_dirs: tuple = ()
 
+    # Writer "S0001": the S keeps synthetic writers out of the CASIA writer-number ranges, so
+    # `hccr-preprocess --split auto` never mistakes them for HWDB1.0 writers.
     def gnt_path(self, writer: int) -> str:
-        return os.path.join(self.out_dir, f"{writer:04d}-synth.gnt")
+        return os.path.join(self.out_dir, f"S{writer:04d}-synth.gnt")
 
     def dgrl_path(self, writer: int, page: int) -> str:
-        return os.path.join(self.out_dir, f"{writer:04d}-P{page + 1:02d}.dgrl")
+        return os.path.join(self.out_dir, f"S{writer:04d}-P{page + 1:02d}.dgrl")
 
 
 def _char_task(spec: SynthSpec, style: WriterStyle, writer: int, chunk: int) -> bytes:

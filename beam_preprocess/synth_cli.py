@@ -13,9 +13,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hccr-synth",
         description="Render synthetic handwriting from the installed CJK fonts into CASIA-format "
-                    "files: one GNT file per synthetic writer (<writer>-synth.gnt, every class "
+                    "files: one GNT file per synthetic writer (S<writer>-synth.gnt, every class "
                     "once per writer, like a CASIA writer file) and optionally DGRL text-line "
-                    "pages (<writer>-P<page>.dgrl). Deterministic for a seed.",
+                    "pages (S<writer>-P<page>.dgrl). Deterministic for a seed.",
         epilog="Example: hccr-synth --out data/synth --writers 10  (all 3755 GB2312 level-1 "
                "classes, about 2-3 minutes on 2 cores)")
     p.add_argument("--out", required=True, help="output directory (created if missing)")

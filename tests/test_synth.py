@@ -17,7 +17,7 @@ def test_synthetic_gnt_is_readable_with_requested_classes_and_writers(tmp_path):
     assert synth_main(["--out", str(out), "--writers", "3", "--classes", "50", "--pages", "1",
                        "--lines-per-page", "3", "--workers", "1", "--quiet"]) == 0
     files = sorted(out.glob("*.gnt"))
-    assert [f.name for f in files] == ["0001-synth.gnt", "0002-synth.gnt", "0003-synth.gnt"]
+    assert [f.name for f in files] == ["S0001-synth.gnt", "S0002-synth.gnt", "S0003-synth.gnt"]
     expected = gb2312_level1()[:50]
     shapes = set()
     for f in files:

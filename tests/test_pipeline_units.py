@@ -1,0 +1,185 @@
+"""Unit tests of the preprocessing job's pieces: splits, shard plan, encoder, TFRecord framing."""
+import io
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from beam_preprocess import encoding, gnt, schema, splits, tfrecords  # noqa: E402
+from beam_preprocess import pipeline, transforms  # noqa: E402
+
+
+@pytest.mark.parametrize("name, writer", [
+    ("1001-c.gnt", "1001"), ("001-f.gnt", "001"), ("C001-f-f.gnt", "C001"),
+    ("001-P16.dgrl", "001"), ("train-0003.gnt", "0003"), ("s3://b/in/1241-c.gnt", "1241"),
+    ("0007-synth.gnt", "0007"), ("synth-w0001.gnt", "w0001"), ("abc.gnt", "abc"),
+])
+def test_writer_id_from_file_names(name, writer):
+    assert splits.writer_id(name) == writer
+
+
+@pytest.mark.parametrize("writer, split", [
+    ("1001", "train"), ("1240", "train"), ("1241", "test"), ("1300", "test"), ("001", "train"),
+    ("336", "train"), ("337", "test"), ("420", "test"), ("501", "train"), ("741", "test"),
+    ("C001", "test"), ("1301", None), ("0000", None), ("450", None), ("w0001", None),
+])
+def test_casia_split_rule(writer, split):
+    assert splits.casia_split(writer) == split
+
+
+def test_split_modes():
+    casia = ["d/1001-c.gnt", "d/1241-c.gnt"]
+    assert splits.assign_splits(casia, "auto")[0] == {casia[0]: "train", casia[1]: "test"}
+    other = ["d/train-0000.gnt", "d/train-0003.gnt"]
+    assignment, rule = splits.assign_splits(other, "auto")
+    assert set(assignment.values()) == {"train"} and rule.startswith("auto")
+    with pytest.raises(splits.SplitError, match="train-0000.gnt"):
+        splits.assign_splits(other, "casia")
+    assert set(splits.assign_splits(casia, "none")[0].values()) == {"train"}
+
+
+def test_validation_fraction_is_a_stable_hash_of_the_writer():
+    paths = [f"d/{1001 + i}-c.gnt" for i in range(200)]
+    a = splits.apply_validation_fraction({p: "train" for p in paths}, 0.2)
+    b = splits.apply_validation_fraction({p: "train" for p in paths}, 0.2)
+    assert a == b
+    n_val = sum(s == "validation" for s in a.values())
+    assert 20 <= n_val <= 60
+    # Stable across Python processes and versions: sha256, not hash().
+    assert splits.hash_fraction("1001") == pytest.approx(
+        int.from_bytes(__import__("hashlib").sha256(b"1001").digest()[:8], "big") / 2 ** 64)
+    # Test files stay in test.
+    assert splits.apply_validation_fraction({"x/1241-c.gnt": "test"}, 0.99) == {
+        "x/1241-c.gnt": "test"}
+
+
+def test_relative_names():
+    assert splits.relative_names(["/a/b/x.gnt", "/a/b/y.gnt"]) == {"/a/b/x.gnt": "x.gnt",
+                                                                   "/a/b/y.gnt": "y.gnt"}
+    assert splits.relative_names(["s3://k/p/trn/1.gnt", "s3://k/p/tst/1.gnt"]) == {
+        "s3://k/p/trn/1.gnt": "trn/1.gnt", "s3://k/p/tst/1.gnt": "tst/1.gnt"}
+    assert splits.relative_names(["/d/only.gnt"]) == {"/d/only.gnt": "only.gnt"}
+
+
+def test_plan_shards_is_balanced_complete_and_order_independent():
+    files = [splits.SizedFile(f"{i:04d}.gnt", size) for i, size in
+             enumerate([100, 90, 80, 70, 60, 50, 40, 30, 20, 10])]
+    plan = splits.plan_shards(files, 3)
+    assert sorted(k for shard in plan for k in shard) == [f.key for f in files]
+    loads = [sum(f.size for f in files if f.key in shard) for shard in plan]
+    assert max(loads) - min(loads) <= 20
+    assert splits.plan_shards(list(reversed(files)), 3) == plan
+    assert all(shard == sorted(shard) for shard in plan)
+    assert splits.plan_shards(files[:2], 4)[2:] == [[], []]
+
+
+def test_auto_num_shards():
+    assert splits.auto_num_shards(4, 60 << 20) == 4
+    assert splits.auto_num_shards(300, 100 << 20) == 16
+    assert splits.auto_num_shards(1000, 6400 << 20) == 100
+
+
+def test_split_names_are_checked():
+    assert splits.check_split_name("validation_2") == "validation_2"
+    with pytest.raises(ValueError):
+        splits.check_split_name("train-a")
+
+
+def test_fast_encoder_is_byte_identical_to_the_schema():
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        kw = dict(image=rng.integers(0, 256, int(rng.integers(0, 5000)), np.uint8).tobytes(),
+                  height=int(rng.integers(1, 300)), width=int(rng.integers(1, 300)),
+                  label=int(rng.integers(0, 1 << 20)) if i % 7 else -1,
+                  char=chr(int(rng.integers(0x4E00, 0x9FA5))),
+                  writer="w" * int(rng.integers(0, 200)),
+                  orig_height=int(rng.integers(0, 70000)), orig_width=int(rng.integers(0, 127)),
+                  source="x/" * int(rng.integers(0, 100)) + f"f:{int(rng.integers(0, 1 << 40))}")
+        assert encoding.char_example(**kw) == schema.char_example(**kw)
+
+
+def test_tfrecord_framing_matches_tensorflow(tmp_path):
+    import tensorflow as tf
+    records = [b"", b"a", bytes(range(256)) * 40]
+    for compression in ("", "GZIP"):
+        path = str(tmp_path / f"x{compression}.tfrecord")
+        with open(path, "wb") as f:
+            writer = tfrecords.RecordWriter(f, compression)
+            for r in records:
+                writer.write(r)
+            writer.close()
+        got = [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=compression)]
+        assert got == records
+        with open(path, "rb") as f:
+            assert list(tfrecords.iter_records(f, compression)) == records
+        with open(path, "rb") as f:  # deterministic bytes, gzip included
+            first = f.read()
+        buf = io.BytesIO()
+        writer = tfrecords.RecordWriter(buf, compression)
+        for r in records:
+            writer.write(r)
+        writer.close()
+        assert buf.getvalue() == first
+    corrupt = bytearray(tfrecords.frame(b"hello"))
+    corrupt[-6] ^= 1
+    with pytest.raises(ValueError, match="CRC"):
+        list(tfrecords.iter_records(io.BytesIO(bytes(corrupt))))
+
+
+def test_command_line_secrets_are_redacted():
+    cmd = pipeline.redacted_command(["--input", "s3://b/*.gnt", "--s3_secret_access_key", "K",
+                                     "--s3_session_token=T", "--s3_access_key_id", "id"])
+    assert "K" not in cmd.split() and "T" not in cmd and "<redacted>" in cmd
+    assert cmd.startswith("hccr-preprocess --input")
+
+
+def test_sniff_rejects_files_that_are_not_casia(tmp_path):
+    good = tmp_path / "1001-c.gnt"
+    gnt.write_gnt(str(good), [("啊", np.zeros((3, 4), np.uint8))])
+    pipeline.sniff(str(good), "gnt")
+    bad = tmp_path / "1002-c.gnt"
+    bad.write_bytes(b"<html>not a gnt file</html>")
+    with pytest.raises(pipeline.InputError, match="not a GNT file"):
+        pipeline.sniff(str(bad), "gnt")
+    with pytest.raises(pipeline.InputError, match="not a DGRL file"):
+        pipeline.sniff(str(bad), "dgrl")
+
+
+def test_char_outcomes_cover_every_reason():
+    cfg = transforms.JobConfig(task="chars", output="/unused")
+    f = transforms.InputFile("/d/1001-c.gnt", "1001-c.gnt", "gnt", 0, "1001", "train")
+    index = {"啊": 0}
+    ink = np.full((10, 10), 255, np.uint8)
+    ink[2:8, 2:8] = 0
+
+    def sample(char, image, code=b"\xb0\xa1"):
+        return gnt.GntSample(char, code, image, 42, f.path, 3)
+
+    ok = transforms.char_outcome(sample("啊", ink), f, index, cfg)
+    assert isinstance(ok, transforms.Example) and ok.chars == "啊"
+    out = transforms.char_outcome(sample("宀", ink), f, index, cfg)
+    assert out.reason == "out_of_charset" and out.record(f)["char"] == "宀"
+    out = transforms.char_outcome(sample(None, ink, b"\xff\xff"), f, index, cfg)
+    assert out.reason == "undecodable_code"
+    out = transforms.char_outcome(sample("啊", np.full((5, 5), 255, np.uint8)), f, index, cfg)
+    assert out.reason == "empty_bitmap"
+    record = out.record(f)
+    assert record["file"] == f.path and record["offset"] == 42 and record["split"] == "train"
+
+
+def test_beam_pipeline_options_pass_through_unchanged():
+    beam_flags = ["--runner", "DataflowRunner", "--project", "p", "--region", "europe-west4",
+                  "--temp_location", "gs://b/tmp", "--setup_file", "./setup.py",
+                  "--flink_master=localhost:8081", "--direct_num_workers", "2",
+                  "--direct_running_mode", "multi_processing", "--s3_endpoint_url",
+                  "http://127.0.0.1:9000", "--job-server-timeout", "60"]
+    args, rest = pipeline.build_parser().parse_known_args(
+        ["--input", "x.gnt", "--output", "o", "--num-shards", "4"] + beam_flags)
+    assert rest == beam_flags and args.num_shards == 4
+    pipeline.check_beam_args(rest)
+    from apache_beam.options.pipeline_options import PipelineOptions
+    options = PipelineOptions(rest).get_all_options()
+    assert options["runner"] == "DataflowRunner" and options["direct_num_workers"] == 2
+    assert options["s3_endpoint_url"] == "http://127.0.0.1:9000"
