@@ -134,12 +134,22 @@ def assign_splits(paths: Sequence[str], mode: str = "auto",
 
 
 def apply_validation_fraction(splits: dict[str, str], fraction: float) -> dict[str, str]:
-    """Moves the "train" files whose writer hashes below `fraction` to "validation"."""
+    """Moves the "train" files whose writer hashes below `fraction` to "validation".
+
+    A writer's split depends only on its own id (adding writers never moves another one). With
+    few writers the threshold can select none: then the writer with the smallest hash moves, so
+    a positive fraction over two or more train writers always yields a validation split.
+    """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction must be in [0, 1). Received: {fraction}")
     if not fraction:
         return dict(splits)
-    return {p: (VALIDATION if s == TRAIN and hash_fraction(writer_id(p)) < fraction else s)
+    train_writers = sorted({writer_id(p) for p, s in splits.items() if s == TRAIN},
+                           key=hash_fraction)
+    chosen = {w for w in train_writers if hash_fraction(w) < fraction}
+    if not chosen and len(train_writers) >= 2:
+        chosen = {train_writers[0]}
+    return {p: (VALIDATION if s == TRAIN and writer_id(p) in chosen else s)
             for p, s in splits.items()}
 
 

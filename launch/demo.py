@@ -16,10 +16,14 @@ import sys
 import time
 
 SIZES = {
-    # classes, writers (GNT files), DGRL pages per writer
-    "tiny": dict(classes=20, writers=6, pages=1),
-    "small": dict(classes=100, writers=10, pages=2),
+    # classes, writers (one GNT file each), DGRL pages per writer, synthetic lines composed from
+    # GNT samples, and how long each model trains.
+    "tiny": dict(classes=20, writers=6, samples_per_class=3, pages=1, synth_lines=120, epochs=4,
+                 crnn_epochs=3, crnn_steps=8),
+    "small": dict(classes=100, writers=10, samples_per_class=4, pages=2, synth_lines=600,
+                  epochs=8, crnn_epochs=6, crnn_steps=40),
 }
+IMAGE_SIZE = 32  # the demo trains at 32x32 (and 32-pixel lines) to stay within minutes on a CPU
 
 
 @dataclasses.dataclass
@@ -35,49 +39,115 @@ def _bin(name: str) -> str:
     return candidate if os.path.exists(candidate) else name
 
 
-def run_stage(stage: Stage, log) -> subprocess.CompletedProcess:
-    print(f"\n$ {shlex.join(stage.argv)}", file=log, flush=True)
+def run_stage(stage: Stage, log, capture: bool = False) -> subprocess.CompletedProcess:
+    """Runs one stage, printing its command first; stops the demo if it fails."""
+    shown = [os.path.basename(stage.argv[0])] + stage.argv[1:]
+    print(f"\n$ {shlex.join(shown)}", file=log, flush=True)
     start = time.monotonic()
-    proc = subprocess.run(stage.argv, stdout=subprocess.PIPE, stderr=None, text=True)
+    proc = subprocess.run(stage.argv, stdout=subprocess.PIPE if capture else None, text=True)
     stage.seconds = time.monotonic() - start
     if proc.returncode != 0:
-        print(proc.stdout, file=log)
+        if capture and proc.stdout:
+            print(proc.stdout, file=log)
         raise SystemExit(f"hccr-demo: stage {stage.name!r} failed with exit status "
                          f"{proc.returncode}: {shlex.join(stage.argv)}")
     return proc
 
 
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def run_demo(workdir: str, size: str = "small", seed: int = 0, log=sys.stdout) -> dict:
-    """Runs every stage of the demo into `workdir` and returns the summary."""
+    """Runs every stage of the demo into `workdir` and returns the summary.
+
+    Stages: synthesize -> inspect -> preprocess (chars, lines) -> train (classifier, CRNN) ->
+    evaluate -> export (TFLite INT8, ONNX) -> evaluate the INT8 model -> predict.
+    """
     cfg = SIZES[size]
-    raw = os.path.join(workdir, "raw")
+    paths = {name: os.path.join(workdir, *parts) for name, parts in {
+        "raw": ("raw",), "chars": ("data", "chars"), "lines": ("data", "lines"),
+        "clf_run": ("runs", "classifier"), "crnn_run": ("runs", "crnn"),
+        "clf_eval": ("eval", "classifier"), "crnn_eval": ("eval", "crnn"),
+        "int8_eval": ("eval", "classifier-tflite-int8"), "export": ("export", "classifier"),
+    }.items()}
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(workdir)
-    summary: dict = {"workdir": workdir, "size": size, "stages": []}
+    stages: list[Stage] = []
 
-    synth = Stage("synthesize", [_bin("hccr-synth"), "--out", raw, "--writers",
-                                 str(cfg["writers"]), "--classes", str(cfg["classes"]),
-                                 "--pages", str(cfg["pages"]), "--seed", str(seed)])
-    run_stage(synth, log)
-    inspect = Stage("inspect", [_bin("hccr-inspect"), "--no-counts", raw])
-    facts = json.loads(run_stage(inspect, log).stdout)
-    summary["dataset"] = {"samples": facts["gnt"]["samples"], "classes": facts["gnt"]["classes"],
-                          "lines": facts.get("dgrl", {}).get("lines", 0)}
+    def stage(name, *argv, capture=False):
+        s = Stage(name, [_bin(argv[0]), *map(str, argv[1:])])
+        stages.append(s)
+        return run_stage(s, log, capture)
+
+    raw = paths["raw"]
+    stage("synthesize", "hccr-synth", "--out", raw, "--writers", cfg["writers"],
+          "--classes", cfg["classes"], "--samples-per-class", cfg["samples_per_class"],
+          "--pages", cfg["pages"], "--seed", seed)
+    facts = json.loads(stage("inspect", "hccr-inspect", "--no-counts", raw, capture=True).stdout)
     print(f"  {facts['gnt']['samples']} character samples of {facts['gnt']['classes']} classes, "
-          f"{summary['dataset']['lines']} text lines", file=log)
-    summary["stages"] = [dataclasses.asdict(s) | {"argv": shlex.join(s.argv)}
-                         for s in (synth, inspect)]
-    return summary
+          f"{facts['dgrl']['lines']} text lines on {facts['dgrl']['pages']} pages", file=log)
+    stage("preprocess chars", "hccr-preprocess", "--input", os.path.join(raw, "*.gnt"),
+          "--output", paths["chars"], "--image-size", IMAGE_SIZE, "--charset", "data",
+          "--validation-fraction", 0.2, "--verify")
+    stage("preprocess lines", "hccr-preprocess", "--task", "lines",
+          "--input", os.path.join(raw, "*.dgrl"), os.path.join(raw, "*.gnt"),
+          "--synth-lines", cfg["synth_lines"], "--output", paths["lines"],
+          "--image-size", IMAGE_SIZE, "--charset", "data", "--validation-fraction", 0.2,
+          "--seed", seed, "--verify")
+    stage("train classifier", "hccr-train", "--config", "demo", "--data", paths["chars"],
+          "--workdir", paths["clf_run"], "--set", f"epochs={cfg['epochs']}")
+    stage("train crnn", "hccr-train", "--config", "crnn_smoke", "--data", paths["lines"],
+          "--workdir", paths["crnn_run"], "--set", f"epochs={cfg['crnn_epochs']}",
+          "--set", f"steps_per_epoch={cfg['crnn_steps']}", "--set", "verbose=2")
+    clf_model = os.path.join(paths["clf_run"], "best.keras")
+    crnn_model = os.path.join(paths["crnn_run"], "final.keras")
+    stage("evaluate classifier", "hccr-eval", "--model", clf_model, "--data", paths["chars"],
+          "--split", "validation", "--out", paths["clf_eval"])
+    stage("evaluate crnn", "hccr-eval", "--model", crnn_model, "--data", paths["lines"],
+          "--split", "validation", "--out", paths["crnn_eval"])
+    stage("export", "hccr-export", "--model", clf_model, "--data", paths["chars"],
+          "--formats", "tflite_int8,onnx", "--eval-split", "validation",
+          "--out", paths["export"])
+    int8_model = os.path.join(paths["export"], "tflite_int8", "model.tflite")
+    stage("evaluate int8", "hccr-eval", "--model", int8_model, "--data", paths["chars"],
+          "--split", "validation", "--out", paths["int8_eval"])
+    last_writer = os.path.join(raw, f"S{cfg['writers']:04d}-synth.gnt")
+    stage("predict chars", "hccr-predict", "--model", int8_model, "--top-k", 3, last_writer)
+    stage("predict lines", "hccr-predict", "--model", crnn_model, "--data", paths["lines"],
+          os.path.join(raw, f"S{cfg['writers']:04d}-P01.dgrl"))
+
+    clf = _read_json(os.path.join(paths["clf_eval"], "report.json"))["metrics"]
+    crnn = _read_json(os.path.join(paths["crnn_eval"], "report.json"))["metrics"]
+    int8 = _read_json(os.path.join(paths["int8_eval"], "report.json"))["metrics"]
+    exported = _read_json(os.path.join(paths["export"], "export_report.json"))["formats"]
+    results = {
+        "classifier top-1 / top-5 (validation)":
+            f"{100 * clf['top1_accuracy']:.1f}% / {100 * clf['top5_accuracy']:.1f}%",
+        "classifier TFLite INT8 top-1": f"{100 * int8['top1_accuracy']:.1f}%",
+        "CRNN CER greedy / beam (validation)":
+            f"{100 * crnn['greedy']['cer']:.1f}% / {100 * crnn['beam']['cer']:.1f}%",
+    }
+    for fmt, entry in exported.items():
+        if entry.get("status") == "ok":
+            results[f"export {fmt}"] = (f"{entry['size_bytes'] / 1e6:.2f} MB, "
+                                        f"{entry.get('latency_ms', float('nan')):.2f} ms/image")
+    return {"workdir": workdir, "size": size, "results": results, "paths": paths,
+            "stages": [{"name": s.name, "seconds": round(s.seconds, 1),
+                        "command": shlex.join(s.argv)} for s in stages]}
 
 
 def print_summary(summary: dict, log=sys.stdout) -> None:
-    print("\n=== hccr demo summary ===", file=log)
+    print(f"\n=== hccr demo summary ({summary['size']}) ===", file=log)
     width = max(len(s["name"]) for s in summary["stages"])
     for s in summary["stages"]:
         print(f"  {s['name']:<{width}}  {s['seconds']:7.1f} s", file=log)
     for key, value in summary.get("results", {}).items():
         print(f"  {key}: {value}", file=log)
-    print(f"  files under: {summary['workdir']}", file=log)
+    for name in ("chars", "lines", "clf_run", "crnn_run", "export"):
+        print(f"  {name:<9} {summary['paths'][name]}", file=log)
+    print(f"  total     {sum(s['seconds'] for s in summary['stages']):.0f} s", file=log)
 
 
 def main(argv=None) -> int:
@@ -87,7 +157,8 @@ def main(argv=None) -> int:
                     "CJK fonts, printing every command it runs.")
     parser.add_argument("--workdir", default="demo_output", help="output directory (replaced)")
     parser.add_argument("--size", choices=sorted(SIZES), default="small",
-                        help="dataset and training size: tiny (CI) or small (default)")
+                        help="dataset and training size: tiny (CI, about 3 minutes) or small "
+                             "(default, the README demo)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     summary = run_demo(args.workdir, args.size, args.seed)

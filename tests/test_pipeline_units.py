@@ -183,3 +183,12 @@ def test_beam_pipeline_options_pass_through_unchanged():
     options = PipelineOptions(rest).get_all_options()
     assert options["runner"] == "DataflowRunner" and options["direct_num_workers"] == 2
     assert options["s3_endpoint_url"] == "http://127.0.0.1:9000"
+
+
+def test_validation_fraction_never_leaves_validation_empty_with_two_or_more_writers():
+    paths = [f"S{w:04d}-synth.gnt" for w in range(1, 4)]
+    assert not any(splits.hash_fraction(splits.writer_id(p)) < 0.01 for p in paths)
+    assigned = splits.apply_validation_fraction({p: "train" for p in paths}, 0.01)
+    assert sorted(assigned.values()) == ["train", "train", "validation"]
+    lonely = splits.apply_validation_fraction({"S0001-synth.gnt": "train"}, 0.01)
+    assert lonely == {"S0001-synth.gnt": "train"}
