@@ -25,7 +25,13 @@ setup(
         "console_scripts": [
             "hccr-inspect=beam_preprocess.inspect_cli:main",
             "hccr-synth=beam_preprocess.synth_cli:main",
+            "hccr-preprocess=beam_preprocess.pipeline:main",
             "hccr-demo=launch.demo:main",
+            "hccr-train=trainers.main:main",
+            "hccr-launch=launch.cli:main",
+            "hccr-eval=trainers.eval_cli:main",
+            "hccr-export=trainers.export_cli:main",
+            "hccr-predict=trainers.predict_cli:main",
         ],
     },
 )

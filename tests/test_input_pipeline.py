@@ -1,0 +1,196 @@
+"""The tf.data input pipeline and the batch augmentation, on tiny preprocessed directories."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+tf = pytest.importorskip("tensorflow")
+
+from beam_preprocess import schema
+from tests import tiny_data
+from trainers import augment, input_pipeline
+
+
+@pytest.fixture(scope="module")
+def chars_dir(tmp_path_factory):
+    return tiny_data.write_chars(tmp_path_factory.mktemp("chars"), num_classes=4, image_size=32,
+                                 splits={"train": 40, "validation": 12}, num_shards=2)
+
+
+@pytest.fixture(scope="module")
+def lines_dir(tmp_path_factory):
+    return tiny_data.write_lines(tmp_path_factory.mktemp("lines"), num_classes=5, height=32,
+                                 splits={"train": 12, "validation": 6})
+
+
+def _raw_records(source, split):
+    out = []
+    for record in input_pipeline.raw_record_dataset(source, split):
+        parsed = tf.io.parse_single_example(record, schema.feature_spec(source.task))
+        out.append(parsed)
+    return out
+
+
+def test_source_reads_metadata_and_shards(chars_dir):
+    source = input_pipeline.open_preprocessed(chars_dir)
+    assert source.task == "chars" and source.num_classes == 4
+    assert source.image_shape == (32, 32, 1)
+    assert source.counts == {"train": 40, "validation": 12}
+    assert [os.path.basename(f) for f in source.files["train"]] == [
+        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+
+
+def test_eval_batches_are_normalized_records_in_order_never_augmented(chars_dir):
+    source = input_pipeline.open_preprocessed(chars_dir)
+    plain = list(input_pipeline.make_dataset(source, "validation", batch_size=5, training=False))
+    augmented = list(input_pipeline.make_dataset(
+        source, "validation", batch_size=5, training=False, augment=augment.AugmentParams()))
+    assert [x.shape[0] for x, _ in plain] == [5, 5, 2]  # the last partial batch is kept
+    for (x1, y1), (x2, y2) in zip(plain, augmented):
+        np.testing.assert_array_equal(x1.numpy(), x2.numpy())
+        np.testing.assert_array_equal(y1.numpy(), y2.numpy())
+    images = np.concatenate([x.numpy() for x, _ in plain])
+    labels = np.concatenate([y.numpy() for _, y in plain])
+    raw = _raw_records(source, "validation")
+    expected = np.stack([1.0 - np.frombuffer(r["image"].numpy(), np.uint8).reshape(32, 32, 1)
+                         / 255.0 for r in raw])
+    np.testing.assert_allclose(images, expected, atol=1e-6)
+    np.testing.assert_array_equal(labels, [int(r["label"]) for r in raw])
+    assert images.dtype == np.float32 and labels.dtype == np.int32
+
+
+def test_training_repeats_full_batches_and_augments(chars_dir):
+    source = input_pipeline.open_preprocessed(chars_dir)
+    params = augment.AugmentParams()
+    ds = input_pipeline.make_dataset(source, "train", batch_size=16, training=True,
+                                     augment=params, seed=3, shuffle_buffer=64)
+    batches = list(ds.take(6))  # 96 > 40 examples: repeats, every batch full
+    assert all(x.shape == (16, 32, 32, 1) and y.shape == (16,) for x, y in batches)
+    images = np.concatenate([x.numpy() for x, _ in batches])
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    # Augmented images are not records: noise makes every background pixel non-zero somewhere.
+    assert (images > 0).mean() > 0.3
+
+
+def test_horovod_style_shards_are_disjoint_and_complete(chars_dir):
+    source = input_pipeline.open_preprocessed(chars_dir)
+
+    def sources_of(shard):
+        records = input_pipeline.read_records(source.files["train"], training=False,
+                                              shard=shard)
+        return sorted(tf.io.parse_single_example(r, {"source": tf.io.FixedLenFeature(
+            [], tf.string)})["source"].numpy() for r in records)
+
+    everything = sources_of(None)
+    for num_shards in (2, 3):  # 2: whole files per rank; 3 > 2 files: by record
+        parts = [sources_of((num_shards, i)) for i in range(num_shards)]
+        assert sorted(sum(parts, [])) == everything
+        assert all(parts)
+
+
+def test_curriculum_variable_filters_classes(chars_dir):
+    source = input_pipeline.open_preprocessed(chars_dir)
+    classes = tf.Variable(2, dtype=tf.int32)
+    ds = input_pipeline.make_dataset(source, "train", batch_size=8, training=True,
+                                     curriculum_classes=classes, shuffle_buffer=8)
+    labels = np.concatenate([y.numpy() for _, y in ds.take(4)])
+    assert set(labels) <= {0, 1}
+
+
+def test_gzip_shards(tmp_path):
+    directory = tiny_data.write_chars(tmp_path / "gz", num_classes=3, image_size=16,
+                                      splits={"train": 6}, num_shards=1, compression="GZIP")
+    source = input_pipeline.open_preprocessed(directory)
+    assert source.files["train"][0].endswith(".tfrecord.gz")
+    (x, y), = list(input_pipeline.make_dataset(source, "train", batch_size=6, training=False))
+    assert x.shape == (6, 16, 16, 1) and sorted(y.numpy()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_lines_are_bucketed_padded_and_packed_for_ctc(lines_dir):
+    source = input_pipeline.open_preprocessed(lines_dir)
+    assert source.task == "lines" and source.image_width is None
+    raw = {r["source"].numpy(): r for r in _raw_records(source, "validation")}
+    widths = sorted(int(r["width"]) for r in raw.values())
+    batches = list(input_pipeline.make_dataset(source, "validation", batch_size=3,
+                                               training=False, bucket_boundaries=(96,)))
+    assert sum(x.shape[0] for x, _ in batches) == 6
+    seen_widths = []
+    for images, packed in batches:
+        images, packed = images.numpy(), packed.numpy()
+        label_length, logit_length, labels = packed[:, 0], packed[:, 1], packed[:, 2:]
+        batch_widths = logit_length * 4
+        seen_widths += list(batch_widths)
+        assert images.shape[2] == batch_widths.max()  # padded to the widest line
+        for image, width, n, ids in zip(images, batch_widths, label_length, labels):
+            assert not image[:, width:].any()  # padding is background
+            assert (ids[:n] >= 1).all() and not ids[n:].any()  # ids 1..N, then blank padding
+        # Bucketing: a batch never mixes lines on both sides of the boundary.
+        assert (batch_widths < 96).all() or (batch_widths >= 96).all()
+    assert sorted(seen_widths) == widths
+
+
+def test_digits_without_download_and_npz(tmp_path):
+    source = input_pipeline.open_digits("digits")
+    assert source.image_shape == (28, 28, 1) and source.num_classes == 10
+    assert source.counts["train"] + source.counts["validation"] == 1797
+    (x, y), = list(input_pipeline.make_dataset(source, "validation", batch_size=8,
+                                               training=False).take(1))
+    assert x.shape == (8, 28, 28, 1) and set(y.numpy()) <= set(range(10))
+    assert x.numpy()[:, 0, 0, 0].max() == 0.0  # background stays 0 (ink 1)
+
+    ink = np.zeros((4, 28, 28), np.uint8)
+    ink[:, 10:18, 12:14] = 255  # MNIST layout: ink high
+    np.savez(tmp_path / "mnist.npz", x_train=ink, y_train=np.arange(4), x_test=ink[:2],
+             y_test=np.arange(2))
+    arrays = input_pipeline.load_digits_arrays(str(tmp_path / "mnist.npz"))
+    assert arrays["train"][0][0, 0, 0] == 255 and arrays["train"][0][0, 12, 12] == 0
+    with pytest.raises(FileNotFoundError, match="mnist.npz"):
+        input_pipeline.load_digits_arrays(str(tmp_path / "missing.npz"))
+
+
+# === Augmentation ===
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    images = np.stack([1.0 - tiny_data.char_pattern(k, 32, rng, noise=0)[..., None] / 255.0
+                       for k in range(8)]).astype(np.float32)
+    return tf.constant(images)
+
+
+def test_augmentation_is_seeded_bounded_and_changes_images():
+    images = _batch()
+    params = augment.AugmentParams()
+    a = augment.augment_batch(images, params, tf.constant([1, 2], tf.int64)).numpy()
+    b = augment.augment_batch(images, params, tf.constant([1, 2], tf.int64)).numpy()
+    c = augment.augment_batch(images, params, tf.constant([1, 3], tf.int64)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 0.01
+    assert a.shape == images.shape and a.min() >= 0.0 and a.max() <= 1.0
+    assert np.abs(a - images.numpy()).mean() > 0.01
+
+
+def test_switched_off_augmentation_is_the_identity():
+    images = _batch()
+    off = augment.AugmentParams(rotation=0, scale_min=1, scale_max=1, shift=0, noise_std=0,
+                                brightness=0, elastic_alpha=0)
+    np.testing.assert_allclose(
+        augment.augment_batch(images, off, tf.constant([0, 0], tf.int64)).numpy(),
+        images.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value", [("rotation", 15.0), ("shift", 0.1),
+                                          ("elastic_alpha", 2.0), ("noise_std", 0.05),
+                                          ("brightness", 0.2)])
+def test_each_augmentation_switches_on_alone(field, value):
+    images = _batch()
+    off = dict(rotation=0, scale_min=1, scale_max=1, shift=0, noise_std=0, brightness=0,
+               elastic_alpha=0)
+    params = augment.AugmentParams(**{**off, field: value})
+    out = augment.augment_batch(images, params, tf.constant([5, 6], tf.int64)).numpy()
+    assert np.abs(out - images.numpy()).mean() > 1e-3
+    if field in ("rotation", "shift", "elastic_alpha"):
+        # Geometry moves ink but keeps about as much of it.
+        assert abs(out.sum() / images.numpy().sum() - 1.0) < 0.35

@@ -1,0 +1,390 @@
+"""Training configs as code: one dataclass, named presets, `--set key=value` overrides.
+
+Every preset is a small function returning a `Config`; its docstring holds the launch command
+and the expected runtime. Variants change a few fields of a base preset. The effective config
+(preset + overrides) is written to `<workdir>/config.json` by the trainer, so a run can always
+be reproduced with `hccr-train --config <workdir>/config.json ...`.
+
+    config = configs.get_config("demo")
+    config = configs.override(config, ["epochs=3", "precision=float32"])
+
+Batch sizes: `per_replica_batch_size` is what one replica (GPU, CPU device or Horovod rank)
+sees per step; the global batch is `per_replica_batch_size * num_replicas`, logged at start-up
+and written to `<workdir>/run_info.json`. With `lr_scaling="replicas"` the learning rate is
+multiplied by the number of replicas (the linear scaling rule, since the global batch grows with
+them), reached after `warmup_epochs` of linear warm-up.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from collections.abc import Callable
+
+TASKS = ("chars", "lines")
+DATASETS = ("preprocessed", "mnist")
+OPTIMIZERS = ("adam", "nadam", "rmsprop", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+LR_SCALINGS = ("replicas", "none")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "horovod")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything a training run needs besides the data and work directories.
+
+    The dataset itself (task, image size, charset) comes from the preprocessed directory's
+    `metadata.json`, never from here.
+    """
+    # === Data ===
+    # "preprocessed": a directory written by hccr-preprocess (--data DIR, any tf.io.gfile
+    # scheme); "mnist": --data is a Keras-layout mnist.npz, or "digits" for scikit-learn's
+    # 8x8 digits (shipped inside the package, resized to 28x28; never a download).
+    dataset: str = "preprocessed"
+    train_split: str = "train"
+    eval_split: str = "validation"  # "" evaluates nothing
+    shuffle_buffer: int = 10_000  # records
+    cache: bool = False  # keep the serialized records in memory after the first pass
+    # Lines: batches are padded to the widest line of their bucket; widths above the last
+    # boundary form one more bucket.
+    line_bucket_boundaries: tuple = (256, 512, 768, 1024, 1536)
+
+    # === Model ===
+    model: str = "hccr_resnet_tiny"  # a models.available_models() name
+    model_overrides: dict = dataclasses.field(default_factory=dict)  # builder arguments
+    l2: float | None = None  # None keeps the model preset's default
+    dropout: float | None = None
+    # Momentum of every BatchNormalization layer's moving statistics (None: the model's, 0.99).
+    # Short runs need less: with 0.99 the statistics lag far behind the weights for the first
+    # few hundred steps, and evaluation (which uses them) lags with them.
+    bn_momentum: float | None = None
+
+    # === Optimization ===
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3  # for one replica; see lr_scaling
+    lr_scaling: str = "replicas"
+    momentum: float = 0.9  # sgd (Nesterov) and rmsprop
+    lr_schedule: str = "constant"  # cosine decays to cosine_alpha * peak over the run
+    cosine_alpha: float = 0.0
+    warmup_epochs: float = 0.0
+    reduce_lr_on_plateau: bool = False  # with lr_schedule="constant" only
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    min_learning_rate: float = 1e-6
+    early_stopping: bool = False
+    early_stopping_patience: int = 5
+    monitor: str = "val_loss"  # for plateau, early stopping and the best checkpoint
+    label_smoothing: float = 0.0
+    clipnorm: float = 0.0  # global gradient-norm clipping; 0 disables it
+    # Curriculum: epoch 0 trains on the first `curriculum_start_fraction` of the classes
+    # (charset order), growing linearly to all of them at epoch `curriculum_epochs`.
+    curriculum_start_fraction: float = 1.0
+    curriculum_epochs: int = 0
+
+    # === Schedule ===
+    per_replica_batch_size: int = 64
+    epochs: int = 10
+    steps_per_epoch: int = 0  # 0: num_examples // global batch
+    eval_steps: int = 0  # 0: the whole eval split
+    seed: int = 0
+
+    # === Augmentation (training batches only, never evaluation) ===
+    augment: bool = True
+    aug_rotation: float = 15.0  # degrees, +-
+    aug_scale_min: float = 0.9
+    aug_scale_max: float = 1.1
+    aug_shift: float = 0.1  # fraction of the image side, +-
+    aug_noise_std: float = 0.05  # Gaussian noise sigma (ink scale 0..1)
+    aug_brightness: float = 0.2  # +- fraction of the value range
+    aug_elastic_alpha: float = 2.0  # pixels of elastic displacement; 0 disables it
+    aug_elastic_cell: int = 8  # pixels between independent displacement vectors
+
+    # === Distribution and precision ===
+    strategy: str = "auto"
+    precision: str = "auto"  # auto: mixed_float16 on GPU, mixed_bfloat16 on CPU
+    num_cpu_devices: int = 1  # logical CPU devices (Mirrored on CPU, for tests)
+    horovod_allreduce: bool = True  # False only for the control experiment in the tests
+    jit_compile: bool | None = None  # XLA; None lets Keras decide (on for GPUs, off on CPU)
+
+    # === Checkpoints and logs (chief only) ===
+    checkpoint_every_steps: int = 0  # resumable checkpoint; 0: at the end of every epoch
+    keep_checkpoints: int = 2
+    tensorboard: bool = True
+    save_final_model: bool = True
+    verbose: int = 2  # keras fit verbosity on the chief
+
+    def validate(self) -> Config:
+        """Raises ValueError naming the first inconsistent field; returns self."""
+        choices = dict(dataset=DATASETS, optimizer=OPTIMIZERS, lr_schedule=LR_SCHEDULES,
+                       lr_scaling=LR_SCALINGS, strategy=STRATEGIES, precision=PRECISIONS)
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}. "
+                                 f"Received: {name}={getattr(self, name)!r}")
+        for name in ("per_replica_batch_size", "epochs", "num_cpu_devices", "keep_checkpoints",
+                     "aug_elastic_cell"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+        if self.lr_schedule == "cosine" and self.reduce_lr_on_plateau:
+            raise ValueError("reduce_lr_on_plateau needs lr_schedule='constant' (a cosine "
+                             "schedule owns the learning rate). Received both.")
+        if not 0.0 < self.curriculum_start_fraction <= 1.0:
+            raise ValueError("curriculum_start_fraction must be in (0, 1]. Received: "
+                             f"{self.curriculum_start_fraction}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1). Received: "
+                             f"{self.label_smoothing}")
+        if self.aug_scale_min <= 0 or self.aug_scale_max < self.aug_scale_min:
+            raise ValueError(f"need 0 < aug_scale_min <= aug_scale_max. Received: "
+                             f"{self.aug_scale_min}, {self.aug_scale_max}")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+
+# === Presets ===
+
+
+def smoke() -> Config:
+    """Seconds on a CPU: a tiny ResNet, two short epochs, every feature on. For tests and CI.
+
+        hccr-train --config smoke --data DIR --workdir /tmp/smoke
+    """
+    return Config(model="hccr_resnet_tiny", per_replica_batch_size=16, epochs=2,
+                  steps_per_epoch=4, eval_steps=2, shuffle_buffer=256, checkpoint_every_steps=2,
+                  tensorboard=False, verbose=0)
+
+
+def demo() -> Config:
+    """The README demo: well under two minutes on a 2-core CPU for about 100 classes of
+    32x32 synthetic characters (hccr-demo's data); accuracy depends mostly on how many writers
+    the training split has (see docs/benchmarks.md).
+
+        hccr-synth --out data/raw --writers 30 --classes 100
+        hccr-preprocess --input 'data/raw/*.gnt' --output data/chars --image-size 32 \\
+            --charset data --validation-fraction 0.2
+        hccr-train --config demo --data data/chars --workdir runs/demo
+    """
+    return Config(model="hccr_resnet_tiny",
+                  model_overrides=dict(stem_filters=16, stage_filters=(16, 32, 64),
+                                       embedding_dim=64),
+                  bn_momentum=0.9, per_replica_batch_size=32, epochs=15, learning_rate=3e-3,
+                  lr_schedule="cosine", warmup_epochs=0.5, label_smoothing=0.1,
+                  aug_rotation=8.0, aug_elastic_alpha=1.0, aug_noise_std=0.02,
+                  aug_brightness=0.1, shuffle_buffer=4096, cache=True, tensorboard=False,
+                  monitor="val_accuracy")
+
+
+def hwdb11() -> Config:
+    """Full HWDB1.1, 3755 GB2312 level-1 classes, 64x64, on one host with 8 GPUs.
+
+    Global batch 8 x 128 = 1024; SGD with Nesterov momentum at 0.05 per replica, scaled by 8
+    to 0.4 after 2 warm-up epochs, cosine decay over 30 epochs; mixed_float16 with loss
+    scaling. Expected: about 1 h on 8 A100s (not measured here: no GPU in CI).
+
+        hccr-preprocess --input 'HWDB1.1trn_gnt/*.gnt' --input 'HWDB1.1tst_gnt/*.gnt' \\
+            --output gs://bucket/hwdb11 --image-size 64
+        hccr-train --config hwdb11 --data gs://bucket/hwdb11 --workdir gs://bucket/runs/hwdb11
+        # or one process per GPU:
+        horovodrun -np 8 -H localhost:8 hccr-train --config hwdb11 --strategy horovod \\
+            --data gs://bucket/hwdb11 --workdir runs/hwdb11
+    """
+    return Config(model="hccr_resnet_compact", per_replica_batch_size=128, epochs=30,
+                  optimizer="sgd", learning_rate=0.05, momentum=0.9, lr_schedule="cosine",
+                  warmup_epochs=2, label_smoothing=0.1, clipnorm=5.0, eval_split="test",
+                  shuffle_buffer=50_000, monitor="val_accuracy",
+                  checkpoint_every_steps=1000, early_stopping=True, early_stopping_patience=6)
+
+
+def hwdb11_curriculum() -> Config:
+    """`hwdb11` starting on the first 500 classes and growing to all 3755 over 5 epochs.
+
+        hccr-train --config hwdb11_curriculum --data gs://bucket/hwdb11 --workdir runs/hwdb11c
+    """
+    return dataclasses.replace(hwdb11(), curriculum_start_fraction=500 / 3755,
+                               curriculum_epochs=5)
+
+
+def hwdb2_crnn() -> Config:
+    """CRNN + CTC on HWDB2.x text lines, 64 pixels high, on 8 GPUs.
+
+    Mild augmentation (a line tolerates less rotation than a character). Adam 3e-4 per replica
+    scaled by the replicas, ReduceLROnPlateau, early stopping on val_loss.
+
+        hccr-preprocess --task lines --input 'HWDB2.1Train/*.dgrl' --input \\
+            'HWDB2.1Test/*.dgrl' --output gs://bucket/hwdb2 --image-size 64
+        hccr-train --config hwdb2_crnn --data gs://bucket/hwdb2 --workdir runs/hwdb2
+    """
+    return Config(model="crnn", per_replica_batch_size=16, epochs=50, optimizer="adam",
+                  learning_rate=3e-4, warmup_epochs=1, reduce_lr_on_plateau=True,
+                  plateau_patience=3, early_stopping=True, early_stopping_patience=8,
+                  clipnorm=5.0, eval_split="test", aug_rotation=1.5, aug_scale_min=0.95,
+                  aug_scale_max=1.05, aug_shift=0.02, aug_elastic_alpha=1.0,
+                  aug_elastic_cell=16, checkpoint_every_steps=500)
+
+
+def crnn_smoke() -> Config:
+    """Seconds on a CPU: `crnn_tiny` on 32-pixel-high lines (tests).
+
+        hccr-train --config crnn_smoke --data LINES_DIR --workdir /tmp/crnn_smoke
+    """
+    return dataclasses.replace(
+        smoke(), model="crnn_tiny", learning_rate=3e-3, aug_rotation=1.0, aug_shift=0.02,
+        aug_elastic_alpha=0.5, aug_elastic_cell=16, line_bucket_boundaries=(64, 128))
+
+
+def casia_sample() -> Config:
+    """The recipe for the shared real CASIA sample: 21 classes, 8,374 training images (three
+    files), 48x48; the fourth file is the validation split.
+
+    A widened `hccr_resnet_tiny` (32-64-128 filters, 128-d embedding, 145 k parameters), Adam
+    with cosine decay over 15 epochs, label smoothing, mild augmentation, and BatchNorm
+    statistics that follow the weights quickly (`bn_momentum=0.9`; at 0.99 validation lags
+    far behind training on a run this short). Top-1 on the held-out file and the runtime are
+    in docs/benchmarks.md (goal >= 97 % within 15 minutes on a 2-core CPU);
+    `bench/bench_train_casia.py` runs all of it.
+
+        hccr-preprocess --split-glob 'train=../shared/data/casia-hwdb-sample/train-000[0-2].gnt' \\
+            --split-glob 'validation=../shared/data/casia-hwdb-sample/train-0003.gnt' \\
+            --charset data --image-size 48 --output data/casia48
+        hccr-train --config casia-sample --data data/casia48 --workdir runs/casia
+    """
+    return Config(model="hccr_resnet_tiny",
+                  model_overrides=dict(stem_filters=32, stage_filters=(32, 64, 128),
+                                       embedding_dim=128),
+                  bn_momentum=0.9, per_replica_batch_size=64, epochs=15, learning_rate=3e-3,
+                  lr_schedule="cosine", warmup_epochs=0.5, label_smoothing=0.1,
+                  dropout=0.2, l2=1e-4, cache=True, monitor="val_accuracy",
+                  aug_rotation=8.0, aug_elastic_alpha=1.0, aug_noise_std=0.02,
+                  aug_brightness=0.1)
+
+
+def mnist() -> Config:
+    """The seed's LeNet baseline on digits: a local mnist.npz, or scikit-learn's digits.
+
+        hccr-train --config mnist --data digits --workdir runs/digits     # no download
+        hccr-train --config mnist --data ~/mnist.npz --workdir runs/mnist
+    """
+    return Config(dataset="mnist", model="lenet", per_replica_batch_size=64, epochs=10,
+                  learning_rate=1e-3, augment=False, reduce_lr_on_plateau=True,
+                  early_stopping=True, dropout=0.25, tensorboard=True, cache=True)
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "smoke": smoke,
+    "demo": demo,
+    "hwdb11": hwdb11,
+    "hwdb11_curriculum": hwdb11_curriculum,
+    "hwdb2_crnn": hwdb2_crnn,
+    "crnn_smoke": crnn_smoke,
+    "casia-sample": casia_sample,
+    "mnist": mnist,
+}
+
+
+def get_config(name: str) -> Config:
+    """A preset by name, or a `config.json` written by an earlier run.
+
+    Raises:
+      ValueError: unknown preset name (the message lists the presets).
+    """
+    if name.endswith(".json"):
+        return load(name)
+    if name not in PRESETS:
+        raise ValueError(f"Unknown config. Choose one of {sorted(PRESETS)} or a config.json. "
+                         f"Received: {name!r}")
+    return PRESETS[name]().validate()
+
+
+# === Overrides and files ===
+
+
+def _convert(name: str, text: str, hint) -> object:
+    """Converts a `--set` value to the field's declared type."""
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null", ""):
+            return None
+        return _convert(name, text, args[0])
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} takes true/false. Received: {text!r}")
+    if hint is int:
+        return int(text)
+    if hint is float:
+        return float(text)
+    if hint is str:
+        return text
+    if hint is tuple or origin is tuple:
+        return tuple(json.loads(f"[{text}]")) if text.strip() else ()
+    if hint is dict or origin is dict:
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} takes a JSON object. Received: {text!r}")
+        return value
+    raise TypeError(f"{name}: no conversion for type {hint!r}")
+
+
+def override(config: Config, assignments: list[str]) -> Config:
+    """Applies `key=value` strings, converting each value to its field's type.
+
+    Tuples are comma-separated (`line_bucket_boundaries=128,256`), dicts are JSON
+    (`model_overrides={"embedding_dim": 64}`), booleans true/false, optionals accept none.
+
+    Raises:
+      ValueError: a malformed assignment, an unknown key (the message lists close matches)
+        or a value that does not convert.
+    """
+    hints = typing.get_type_hints(Config)
+    changes = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"--set takes key=value. Received: {assignment!r}")
+        if key not in hints:
+            import difflib
+            close = difflib.get_close_matches(key, hints, n=3)
+            raise ValueError(f"Unknown config key {key!r}" +
+                             (f"; did you mean {' or '.join(close)}?" if close else "") +
+                             f" Keys: {', '.join(sorted(hints))}")
+        try:
+            changes[key] = _convert(key, text.strip(), hints[key])
+        except (ValueError, json.JSONDecodeError) as e:
+            raise ValueError(f"--set {assignment!r}: {e}") from None
+    return dataclasses.replace(config, **changes).validate()
+
+
+def from_dict(raw: dict) -> Config:
+    """A Config from `dataclasses.asdict` output (tuples come back from JSON lists)."""
+    hints = typing.get_type_hints(Config)
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise ValueError(f"Unknown config keys: {unknown}")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    if "model_overrides" in fixed:
+        fixed["model_overrides"] = {k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in fixed["model_overrides"].items()}
+    return Config(**fixed).validate()
+
+
+def load(path: str) -> Config:
+    """Reads a `config.json` written by `save`."""
+    with open(os.path.expanduser(path), encoding="utf-8") as f:
+        return from_dict(json.load(f))
+
+
+def save(config: Config, path: str) -> None:
+    """Writes the config as JSON (any tf.io.gfile scheme)."""
+    from beam_preprocess.fileio import open_binary
+    with open_binary(path, "wb") as f:
+        f.write((config.to_json() + "\n").encode("utf-8"))
