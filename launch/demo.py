@@ -21,7 +21,7 @@ SIZES = {
     "tiny": dict(classes=20, writers=6, samples_per_class=3, pages=1, synth_lines=120, epochs=4,
                  crnn_epochs=3, crnn_steps=8),
     "small": dict(classes=100, writers=10, samples_per_class=4, pages=2, synth_lines=600,
-                  epochs=8, crnn_epochs=6, crnn_steps=40),
+                  epochs=15, crnn_epochs=6, crnn_steps=40),
 }
 IMAGE_SIZE = 32  # the demo trains at 32x32 (and 32-pixel lines) to stay within minutes on a CPU
 
