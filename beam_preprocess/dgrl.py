@@ -85,7 +85,9 @@ def decode_label(code: bytes) -> tuple[str | None, str | None]:
             text = code.decode("gb18030")
         except UnicodeDecodeError:
             return None, f"undecodable code 0x{code.hex().upper()}"
-        return (text, None) if len(text) == 1 else (None, f"undecodable code 0x{code.hex().upper()}")
+        if len(text) == 1:
+            return text, None
+        return None, f"undecodable code 0x{code.hex().upper()}"
     return decode_code(code)
 
 

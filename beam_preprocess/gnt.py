@@ -56,7 +56,7 @@ class GntSample:
 
 @dataclasses.dataclass(frozen=True)
 class BadTail:
-    """What `read_gnt(..., skip_bad_tail=True)` yields instead of raising: the rest is unreadable."""
+    """What `read_gnt(..., skip_bad_tail=True)` yields instead of raising: the unreadable rest."""
     path: str
     offset: int
     reason: str

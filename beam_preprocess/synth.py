@@ -307,7 +307,8 @@ def synthesize(spec: SynthSpec, *, workers: int | None = None, progress: bool = 
         "seed": spec.seed, "classes": len(spec.chars),
         "samples_per_class": spec.samples_per_class,
         "samples": len(spec.chars) * spec.samples_per_class * spec.writers,
-        "pages": spec.pages * spec.writers, "lines": spec.pages * spec.lines_per_page * spec.writers,
+        "pages": spec.pages * spec.writers,
+        "lines": spec.pages * spec.lines_per_page * spec.writers,
         "writers": {str(w): {"gnt": os.path.basename(spec.gnt_path(w)),
                              "dgrl": [os.path.basename(spec.dgrl_path(w, p))
                                       for p in range(spec.pages)],

@@ -1,1 +1,1 @@
-"""Launchers: the end-to-end demo and cluster job rendering (horovodrun, SLURM, Kubernetes, Beam)."""
+"""Launchers: the end-to-end demo and cluster jobs (horovodrun, SLURM, Kubernetes, Beam)."""

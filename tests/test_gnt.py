@@ -46,7 +46,8 @@ def test_codes_decode_gb2312_then_gbk():
 
 
 def test_undecodable_code_is_reported_not_raised():
-    data = gnt.gnt_bytes([(b"\xff\xff", np.zeros((2, 2), np.uint8)), ("中", np.zeros((3, 1), np.uint8))])
+    data = gnt.gnt_bytes([(b"\xff\xff", np.zeros((2, 2), np.uint8)),
+                          ("中", np.zeros((3, 1), np.uint8))])
     samples = list(gnt.read_gnt(io.BytesIO(data), path="mem.gnt"))
     assert samples[0].char is None and "undecodable" in samples[0].problem
     assert samples[1].char == "中"
@@ -58,7 +59,8 @@ def test_encode_rejects_characters_without_a_two_byte_code():
 
 
 def _good_bytes():
-    return gnt.gnt_bytes([("中", np.full((4, 5), 200, np.uint8)), ("国", np.full((3, 3), 9, np.uint8))])
+    return gnt.gnt_bytes([("中", np.full((4, 5), 200, np.uint8)),
+                          ("国", np.full((3, 3), 9, np.uint8))])
 
 
 @pytest.mark.parametrize("mutate, offset, message", [

@@ -24,7 +24,8 @@ def test_real_sample_summary(capsys, casia_sample_dir):
 
 def test_malformed_and_mixed_files(tmp_path, capsys):
     good = tmp_path / "good.gnt"
-    gnt.write_gnt(str(good), [("中", np.zeros((3, 4), np.uint8)), ("国", np.zeros((5, 2), np.uint8))])
+    gnt.write_gnt(str(good), [("中", np.zeros((3, 4), np.uint8)),
+                              ("国", np.zeros((5, 2), np.uint8))])
     bad = tmp_path / "bad.gnt"
     bad.write_bytes(good.read_bytes()[:-4])
     page = tmp_path / "p.dgrl"

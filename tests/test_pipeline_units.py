@@ -7,8 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from beam_preprocess import encoding, gnt, schema, splits, tfrecords  # noqa: E402
-from beam_preprocess import pipeline, transforms  # noqa: E402
+from beam_preprocess import encoding, gnt, pipeline, schema, splits, tfrecords, transforms  # noqa: E402  # noqa: E402
 
 
 @pytest.mark.parametrize("name, writer", [

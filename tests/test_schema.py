@@ -22,7 +22,8 @@ def test_char_example_parses_with_tensorflow(tf):
     np.testing.assert_array_equal(decoded, image)
     assert (parsed["orig_height"].numpy(), parsed["orig_width"].numpy()) == (87, 65)
     # The hand-written encoder is valid protobuf: TF's own message type round-trips it.
-    assert tf.train.Example.FromString(record).features.feature["writer"].bytes_list.value == [b"1001"]
+    feature = tf.train.Example.FromString(record).features.feature
+    assert feature["writer"].bytes_list.value == [b"1001"]
 
 
 def test_line_example_and_large_and_negative_ints(tf):

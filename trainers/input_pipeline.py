@@ -321,11 +321,12 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
     if source.task == "chars":
         batches = records.batch(batch_size, drop_remainder=training)
         if source.arrays is not None:
-            decode = lambda r: {"image": normalize(r["image"]),
-                                "label": tf.cast(r["label"], tf.int32)}
+            def decode(r):
+                return {"image": normalize(r["image"]), "label": tf.cast(r["label"], tf.int32)}
         else:
             height, width = source.image_height, source.image_width
-            decode = lambda r: parse_chars_batch(r, height, width)
+            def decode(r):
+                return parse_chars_batch(r, height, width)
         batches = batches.map(decode, num_parallel_calls=AUTOTUNE)
     else:
         height = source.image_height

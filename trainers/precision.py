@@ -1,10 +1,10 @@
 """Numeric precision of a run: float32, mixed_float16 (GPU, with loss scaling) or mixed_bfloat16.
 
-"auto" picks mixed_float16 where a GPU is visible and mixed_bfloat16 on CPUs with native
-bfloat16 (measured about 2x faster than float32 for a ResNet on this project's AVX512-BF16 CPU;
-float16 on CPU is about 3x slower than float32, see ../shared/STACK.md), float32 on other CPUs. Models keep their logits in float32; under
-mixed_float16 the trainer wraps the optimizer in a `LossScaleOptimizer` itself (so Horovod can
-all-reduce before its finite check, see `trainers.strategy`).
+"auto" picks mixed_float16 where a GPU is visible, mixed_bfloat16 on CPUs with native bfloat16
+(measured about 2x faster than float32 for a ResNet on an AVX512-BF16 CPU, while float16 on a
+CPU is about 3x slower than float32), and float32 on other CPUs. Models keep their logits in
+float32; under mixed_float16 the trainer wraps the optimizer in a `LossScaleOptimizer` itself
+(so Horovod can all-reduce before its finite check, see `trainers.strategy`).
 """
 from __future__ import annotations
 

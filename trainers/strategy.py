@@ -18,7 +18,7 @@ Kinds:
   horovod       one process per device, launched by `horovodrun`; gradients are all-reduced
                 explicitly in the optimizer's `apply` and rank 0's state is broadcast at the
                 start, because Horovod 0.28's Keras layer does not work with Keras 3 (its
-                DistributedOptimizer silently skips the averaging; ../shared/STACK.md).
+                DistributedOptimizer silently skips the averaging; horovod/horovod#4290).
                 BatchNorm statistics are averaged before every evaluation, and every rank
                 evaluates the whole validation split, so all ranks take the same decisions.
   auto          horovod under horovodrun/mpirun, multi_worker when TF_CONFIG names several
