@@ -49,6 +49,17 @@ _PRESETS = {
         lstm_layers=2,
         name="crnn_tiny",
     ),
+    # The demo's CRNN: trains on a 2-core CPU in minutes (32-pixel lines, ~100 classes). One
+    # BiLSTM layer, not two: on the demo's data a second stacked layer kept CTC on its
+    # uniform-output plateau for the whole budget (CER ~100 %), one layer left it within a few
+    # hundred steps (docs/benchmarks.md, "The demo's CRNN").
+    "crnn_small": functools.partial(
+        build_crnn,
+        conv_filters=(16, 32, 48, 48, 64, 64),
+        lstm_units=64,
+        lstm_layers=1,
+        name="crnn_small",
+    ),
     "crnn": functools.partial(build_crnn, name="crnn"),
     # Fixed width, unrolled LSTMs: the variant for full-INT8 TFLite export.
     "crnn_unrolled": functools.partial(build_crnn, unroll=True, name="crnn_unrolled"),
