@@ -51,10 +51,11 @@ def _environment(environment_type: str | None, image: str | None,
     if kind == "DOCKER":
         if not image:
             raise LaunchError("--environment-type DOCKER needs --image: an SDK container "
-                              "with hccr installed (FROM apache/beam_python3.11_sdk)")
+                              "with hccr installed; build one with "
+                              f"`{jobs.IMAGE_BUILD}`")
         flags += ["--environment_config", image]
         notes = [f"DOCKER: every runner worker starts the Python SDK container {image},",
-                 "which must have hccr installed (FROM apache/beam_python3.11_sdk + pip install)."]
+                 f"which must have hccr installed: {jobs.IMAGE_BUILD}"]
     elif kind == "EXTERNAL":
         pool = worker_pool or "localhost:50000"
         flags += ["--environment_config", pool]

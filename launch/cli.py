@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("k8s", help="a Kubeflow MPIJob (horovod) or TFJob (multi_worker)")
     p.add_argument("--strategy", choices=k8s.STRATEGIES, default="horovod")
     p.add_argument("--image", required=True,
-                   help="container image with hccr installed (and MPI + sshd for an MPIJob)")
+                   help="container image with hccr installed (and MPI + sshd for an MPIJob): "
+                        "launch/docker/Dockerfile builds one")
     p.add_argument("--nodes", type=int, default=1, help="worker pods")
     p.add_argument("--slots-per-worker", type=int,
                    help="MPIJob ranks per pod (default: --gpus-per-node, or 1)")
@@ -178,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--worker-pool", metavar="HOST:PORT", help="EXTERNAL worker pool address")
     g.add_argument("--parallelism", type=int)
     p.add_argument("--image", help="SDK container with hccr installed (Dataflow: "
-                                   "--sdk_container_image; Flink/Spark: DOCKER environment)")
+                                   "--sdk_container_image; Flink/Spark: DOCKER environment); "
+                                   "launch/docker/Dockerfile builds one")
     _output_flags(p)
     return parser
 

@@ -11,6 +11,8 @@ import importlib
 import re
 
 TRAIN_PROGRAM = "hccr-train"
+# The image for cluster jobs (Kubernetes pods, Beam workers), built from a checkout's root.
+IMAGE_BUILD = "docker build -f launch/docker/Dockerfile -t REGISTRY/hccr:0.1.0 ."
 
 
 class LaunchError(ValueError):
