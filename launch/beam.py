@@ -52,10 +52,10 @@ def _environment(environment_type: str | None, image: str | None,
         if not image:
             raise LaunchError("--environment-type DOCKER needs --image: an SDK container "
                               "with hccr installed; build one with "
-                              f"`{jobs.IMAGE_BUILD}`")
+                              f"`{jobs.image_build_command()}`")
         flags += ["--environment_config", image]
         notes = [f"DOCKER: every runner worker starts the Python SDK container {image},",
-                 f"which must have hccr installed: {jobs.IMAGE_BUILD}"]
+                 f"which must have hccr installed: `{jobs.image_build_command(image)}`."]
     elif kind == "EXTERNAL":
         pool = worker_pool or "localhost:50000"
         flags += ["--environment_config", pool]

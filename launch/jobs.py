@@ -11,8 +11,12 @@ import importlib
 import re
 
 TRAIN_PROGRAM = "hccr-train"
-# The image for cluster jobs (Kubernetes pods, Beam workers), built from a checkout's root.
-IMAGE_BUILD = "docker build -f launch/docker/Dockerfile -t REGISTRY/hccr:0.1.0 ."
+
+
+def image_build_command(tag: str = "REGISTRY/hccr:0.1.0") -> str:
+    """How to build the image for cluster jobs (Kubernetes pods, Beam workers) from a checkout's
+    root: launch/docker/Dockerfile."""
+    return f"docker build -f launch/docker/Dockerfile -t {tag} ."
 
 
 class LaunchError(ValueError):

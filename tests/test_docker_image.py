@@ -89,7 +89,9 @@ def test_launchers_say_how_to_build_the_image(capsys):
     with pytest.raises(SystemExit):
         cli.main(["k8s", "--help"])
     assert "launch/docker/Dockerfile" in capsys.readouterr().out
-    assert "-f launch/docker/Dockerfile" in jobs.IMAGE_BUILD
+    job = jobs.TrainJob(config="smoke", data="/data/chars", workdir="/runs/smoke")
+    manifest = k8s.k8s_plan(job, "registry/hccr:0.1.0").text
+    assert "docker build -f launch/docker/Dockerfile -t registry/hccr:0.1.0 ." in manifest
 
 
 @pytest.mark.slow
