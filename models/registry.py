@@ -50,9 +50,8 @@ _PRESETS = {
         name="crnn_tiny",
     ),
     # The demo's CRNN: trains on a 2-core CPU in minutes (32-pixel lines, ~100 classes). One
-    # BiLSTM layer, not two: on the demo's data a second stacked layer kept CTC on its
-    # uniform-output plateau for the whole budget (CER ~100 %), one layer left it within a few
-    # hundred steps (docs/benchmarks.md, "The demo's CRNN").
+    # BiLSTM layer, not two: on the demo's data a second stacked layer stays on CTC's
+    # uniform-output plateau far longer (docs/benchmarks.md, "The demo's CRNN").
     "crnn_small": functools.partial(
         build_crnn,
         conv_filters=(16, 32, 48, 48, 64, 64),
