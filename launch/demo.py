@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="demo_output", help="output directory (replaced)")
     parser.add_argument("--size", choices=sorted(SIZES), default="small",
                         help="dataset and training size: small (default, the README demo: both "
-                             "models learn, about 6 minutes on 2 cores) or tiny (every stage "
+                             "models learn, 6-7 minutes on 2 cores) or tiny (every stage "
                              "in about 1.5 minutes, models not accurate)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -239,7 +239,7 @@ def crnn_smoke() -> Config:
 
 def demo_crnn() -> Config:
     """The README demo's CRNN: `crnn_small` on 32-pixel synthetic text lines (hccr-demo's data:
-    100 classes, lines of 8-24 characters), 1,000 steps in about three minutes on a 2-core CPU.
+    100 classes, lines of 8-24 characters), 1,000 steps in about 3.5 minutes on a 2-core CPU.
 
     What makes it learn in that budget (measured on the demo's data by
     bench/bench_demo_crnn.py, see docs/benchmarks.md): one BiLSTM layer instead of two (two
