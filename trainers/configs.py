@@ -243,10 +243,10 @@ def demo_crnn() -> Config:
 
     What makes it learn in that budget (measured on the demo's data by
     bench/bench_demo_crnn.py, see docs/benchmarks.md): one BiLSTM layer instead of two (two
-    stay on CTC's uniform-output plateau far longer), Adam at 3e-3 with cosine decay, width
-    buckets that fit 32-pixel lines, and a checkpoint per epoch rather than every few steps.
-    float32 rather than `auto`'s bfloat16 on CPU: the same CER either way and no consistent
-    speed difference here, and float32 keeps the LSTM's recurrence exact.
+    stay on CTC's uniform-output plateau far longer). The rest are the settings those runs
+    used: Adam at 3e-3 with cosine decay, width buckets that fit 32-pixel lines, a checkpoint
+    per epoch. float32 rather than `auto`'s bfloat16 on CPU: the same CER either way and no
+    consistent speed difference here, and float32 keeps the LSTM's recurrence exact.
 
         hccr-preprocess --task lines --input 'data/raw/*.dgrl' 'data/raw/*.gnt' \\
             --synth-lines 2000 --image-size 32 --charset data --validation-fraction 0.2 \\
