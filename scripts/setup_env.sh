@@ -6,7 +6,10 @@
 # Environment:
 #   HCCR_PYTHON=python3.11   interpreter used to create .venv (default: python3)
 #   HCCR_SKIP_HOROVOD=1      do not build Horovod (every feature but --strategy horovod works)
-#   HCCR_WITH_MPI=1          also install Debian's Open MPI (root only) so Horovod is built with MPI
+#   HCCR_WITHOUT_MPI=1       build Horovod with Gloo only (default: Gloo and MPI; Debian's Open MPI
+#                            and PMIx are installed when root)
+#   HCCR_SKIP_CLUSTER=1      do not install the engines the cluster tests run on (Open MPI, PMIx,
+#                            SLURM, munge); those tests then skip and say why
 #   HCCR_GPU=1               install tensorflow[and-cuda] instead of tensorflow-cpu (default: auto,
 #                            by nvidia-smi)
 set -euo pipefail
@@ -15,6 +18,13 @@ root=$(pwd)
 venv="$root/.venv"
 stamp_dir="$venv/.hccr-stamps"
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+# Each stage prints its wall time, so a slow set-up shows where the time went.
+stage_start=$(date +%s%3N)
+stage_done() {
+  local now ms; now=$(date +%s%3N); ms=$((now - stage_start))
+  log "$(printf '%-24s done in %d.%d s' "$1" $((ms / 1000)) $((ms % 1000 / 100)))"
+  stage_start=$now
+}
 
 fonts=(fonts-arphic-ukai fonts-arphic-uming fonts-arphic-gkai00mp fonts-arphic-gbsn00lp
        fonts-wqy-microhei fonts-wqy-zenhei fonts-lxgw-wenkai)
@@ -24,23 +34,34 @@ missing_fonts=()
 for p in "${fonts[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing_fonts+=("$p")
 done
-want_mpi=${HCCR_WITH_MPI:-0}
-mpi_missing=0
-if [ "$want_mpi" = 1 ] && ! dpkg -s libopenmpi-dev >/dev/null 2>&1; then mpi_missing=1; fi
-if [ ${#missing_fonts[@]} -gt 0 ] || [ $mpi_missing = 1 ]; then
+# Real engines for distributed runs: Open MPI + PMIx (Horovod over MPI, `srun --mpi=pmix`), and
+# SLURM + munge, which the test suite starts as a one-host cluster.
+cluster_pkgs=()
+if [ "${HCCR_SKIP_CLUSTER:-0}" != 1 ]; then
+  [ "${HCCR_WITHOUT_MPI:-0}" = 1 ] || cluster_pkgs+=(libopenmpi-dev openmpi-bin libpmix-dev)
+  cluster_pkgs+=(slurm-wlm munge)
+fi
+missing_cluster=()
+for p in "${cluster_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing_cluster+=("$p")
+done
+missing=("${missing_fonts[@]}" "${missing_cluster[@]}")
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    pkgs=("${missing_fonts[@]}")
-    [ $mpi_missing = 1 ] && pkgs+=(libopenmpi-dev openmpi-bin)
-    log "installing Debian packages: ${pkgs[*]}"
+    log "installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    log "WARNING: not root (or no apt-get): cannot install ${missing_fonts[*]}."
-    log "         hccr-synth needs at least one CJK font; ask an administrator to install them."
+    log "WARNING: not root (or no apt-get): cannot install ${missing[*]}."
+    [ ${#missing_fonts[@]} -gt 0 ] && \
+      log "         hccr-synth needs at least one CJK font; ask an administrator to install them."
+    [ ${#missing_cluster[@]} -gt 0 ] && \
+      log "         without them Horovod builds without MPI and the SLURM/MPI tests skip, naming the package."
   fi
 else
-  log "Debian fonts present"
+  log "Debian packages present (fonts${cluster_pkgs:+, ${cluster_pkgs[*]}})"
 fi
+stage_done "Debian packages"
 
 # --- Python packages ---------------------------------------------------------------------------
 py=${HCCR_PYTHON:-python3}
@@ -65,12 +86,14 @@ if [ "$(cat "$stamp_dir/pip" 2>/dev/null)" != "$req_hash" ]; then
 else
   log "pinned Python stack present"
 fi
+stage_done "pinned Python stack"
 # setup.py changes (a new console script) need only the project itself reinstalled.
 if ! sha256sum --status -c "$stamp_dir/setup.py" 2>/dev/null; then
   log "reinstalling the hccr package (setup.py changed)"
   "$venv/bin/python" -m pip install -q --no-deps -e . 2>&1 | grep -v DEPRECATION || true
   sha256sum setup.py > "$stamp_dir/setup.py"
 fi
+stage_done "hccr package"
 
 # --- Horovod -----------------------------------------------------------------------------------
 if [ "${HCCR_SKIP_HOROVOD:-0}" != 1 ]; then
@@ -79,6 +102,8 @@ if [ "${HCCR_SKIP_HOROVOD:-0}" != 1 ]; then
   tf_version=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$tf_req'.split('[')[0]))")
   hvd_key="0.28.1-$mpi_flag-tf$tf_version"
   if [ "$(cat "$stamp_dir/horovod" 2>/dev/null)" != "$hvd_key" ]; then
+    [ "$mpi_flag" = HOROVOD_WITHOUT_MPI ] && [ "${HCCR_WITHOUT_MPI:-0}" != 1 ] && \
+      log "WARNING: libopenmpi-dev is missing: Horovod is built with Gloo only (no horovodrun --mpi, no srun)"
     log "building Horovod 0.28.1 with TensorFlow + Gloo ($mpi_flag); about 3 minutes on 2 cores"
     env HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 \
         HOROVOD_WITHOUT_MXNET=1 "$mpi_flag=1" MAKEFLAGS="-j$(nproc)" \
@@ -87,9 +112,13 @@ if [ "${HCCR_SKIP_HOROVOD:-0}" != 1 ]; then
     TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/horovodrun" --check-build | tee "$stamp_dir/horovod-check"
     grep -q "\[X\] TensorFlow" "$stamp_dir/horovod-check" && grep -q "\[X\] Gloo" "$stamp_dir/horovod-check" \
       || { log "ERROR: Horovod was built without TensorFlow or Gloo (see above)"; exit 1; }
+    if [ "$mpi_flag" = HOROVOD_WITH_MPI ] && ! grep -q "\[X\] MPI" "$stamp_dir/horovod-check"; then
+      log "ERROR: Horovod was built without MPI although libopenmpi-dev is installed (see above)"; exit 1
+    fi
     echo "$hvd_key" > "$stamp_dir/horovod"
   else
-    log "Horovod present"
+    log "Horovod present ($(grep -o '\[X\] [A-Za-z]*' "$stamp_dir/horovod-check" | grep -E 'MPI|Gloo' | tr '\n' ' '))"
   fi
+  stage_done "Horovod"
 fi
 log "environment ready: $venv"
