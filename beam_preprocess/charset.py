@@ -1,4 +1,18 @@
-"""Character sets: GB2312 level 1 (the 3755 HCCR classes), files, and sets built from data.
+"""Character sets: GB2312 level 1 (the 3755 HCCR classes), all of GB2312 for text lines,
+files, and sets built from data.
+
+Named sets (`Charset.named`):
+
+==================  =======  ===============================================================
+name                classes  what
+==================  =======  ===============================================================
+``gb2312-1``           3755  GB2312 level 1 in code order: the HCCR classes of HWDB1.x
+``gb2312``             6763  GB2312 levels 1 and 2 (all its hanzi) in code order
+``gb2312+lines``       7541  ``gb2312``, then `LINE_SYMBOLS`, then the rest of GB2312's 682
+                             symbols (rows 0xA1-0xA9): every character a GB2312-coded HWDB2.x
+                             line can hold. The default of ``hccr-preprocess --task lines``.
+``gb2312-1+lines``     3876  ``gb2312-1`` plus `LINE_SYMBOLS` (the earlier line default)
+==================  =======  ===============================================================
 
 A charset file is UTF-8 text with one character per line, in class order: line i is class i.
 Preprocessing writes it next to the shards; training, evaluation and export read it, so the class
@@ -15,6 +29,8 @@ from typing import Iterable, Sequence
 from beam_preprocess.fileio import open_binary
 
 GB2312_LEVEL1_SIZE = 3755
+GB2312_HANZI_SIZE = 6763    # levels 1 and 2
+GB2312_SYMBOLS_SIZE = 682   # rows 0xA1-0xA9
 
 # Symbols that occur in HWDB2.x text lines besides Chinese characters: digits, Latin letters and
 # ASCII punctuation, plus the full-width CJK punctuation of the GB2312 symbol rows.
@@ -22,18 +38,44 @@ LINE_SYMBOLS = (string.digits + string.ascii_letters + string.punctuation +
                 "，。、；：？！“”‘’（）《》〈〉【】「」『』…—～·")
 
 
-def gb2312_level1() -> list[str]:
-    """The 3755 GB2312 level-1 characters in code order (rows 0xB0-0xD7, cells 0xA1-0xFE)."""
+def _gb2312_rows(first: int, last: int, expected: int, what: str) -> list[str]:
+    """The characters of GB2312 rows `first`..`last` in code order (cells 0xA1-0xFE)."""
     chars = []
-    for row in range(0xB0, 0xD8):
+    for row in range(first, last + 1):
         for cell in range(0xA1, 0xFF):
             try:
                 chars.append(bytes([row, cell]).decode("gb2312"))
             except UnicodeDecodeError:
-                continue  # 0xD7FA-0xD7FE are unassigned
-    if len(chars) != GB2312_LEVEL1_SIZE:
-        raise RuntimeError(f"Python's gb2312 codec gave {len(chars)} level-1 characters, "
-                           f"expected {GB2312_LEVEL1_SIZE}")
+                continue  # unassigned cells, e.g. 0xD7FA-0xD7FE
+    if len(chars) != expected:
+        raise RuntimeError(f"Python's gb2312 codec gave {len(chars)} {what}, expected "
+                           f"{expected}")
+    return chars
+
+
+def gb2312_level1() -> list[str]:
+    """The 3755 GB2312 level-1 characters in code order (rows 0xB0-0xD7)."""
+    return _gb2312_rows(0xB0, 0xD7, GB2312_LEVEL1_SIZE, "level-1 characters")
+
+
+def gb2312_hanzi() -> list[str]:
+    """The 6763 GB2312 level-1 and level-2 characters in code order (rows 0xB0-0xF7)."""
+    return _gb2312_rows(0xB0, 0xF7, GB2312_HANZI_SIZE, "hanzi")
+
+
+def gb2312_symbols() -> list[str]:
+    """The 682 GB2312 non-hanzi characters in code order (rows 0xA1-0xA9): full-width
+    punctuation, digits and letters, kana, Greek, Cyrillic, pinyin, box drawing."""
+    return _gb2312_rows(0xA1, 0xA9, GB2312_SYMBOLS_SIZE, "symbols")
+
+
+def _with_symbols(base: list[str], *extra: Iterable[str]) -> list[str]:
+    seen, chars = set(base), list(base)
+    for group in extra:
+        for c in group:
+            if c not in seen:
+                seen.add(c)
+                chars.append(c)
     return chars
 
 
@@ -115,14 +157,16 @@ class Charset:
 
     @classmethod
     def named(cls, spec: str) -> "Charset":
-        """A charset by name or file: "gb2312-1" (3755 classes), "gb2312-1+lines" (plus the line
-        symbols), or a path to a charset file."""
+        """A charset by name (see the module docstring) or a path to a charset file."""
         if spec in ("gb2312-1", "gb2312_level1"):
             return cls(gb2312_level1())
-        if spec in ("gb2312-1+lines", "lines"):
-            base = gb2312_level1()
-            return cls(base + [c for c in LINE_SYMBOLS if c not in set(base)])
+        if spec == "gb2312":
+            return cls(gb2312_hanzi())
+        if spec in ("gb2312+lines", "lines"):
+            return cls(_with_symbols(gb2312_hanzi(), LINE_SYMBOLS, gb2312_symbols()))
+        if spec == "gb2312-1+lines":
+            return cls(_with_symbols(gb2312_level1(), LINE_SYMBOLS))
         if os.path.exists(spec) or "://" in spec:
             return cls.load(spec)
-        raise ValueError(f"unknown charset {spec!r}: use 'gb2312-1', 'gb2312-1+lines', or a "
-                         f"charset file path")
+        raise ValueError(f"unknown charset {spec!r}: use 'gb2312-1', 'gb2312', 'gb2312+lines', "
+                         f"'gb2312-1+lines', or a charset file path")

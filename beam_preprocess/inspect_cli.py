@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from beam_preprocess import dgrl, gnt
+from beam_preprocess import cli_errors, dgrl, gnt
 from beam_preprocess.errors import CasiaFormatError
 from beam_preprocess.fileio import expand_globs
 
@@ -37,6 +37,15 @@ def _ordered_counts(counts: collections.Counter) -> dict:
     return {c: counts[c] for c in sorted(counts, key=lambda c: (c.encode("gb18030", "replace"), c))}
 
 
+def skipped_problem(item: gnt.SkippedBytes) -> dict:
+    """A problem row for a byte range the reader skipped (with its end and length)."""
+    resumed = ("to the end of the file" if item.at_end
+               else f"up to the next well-formed record at byte {item.end}")
+    return {"file": item.path, "offset": item.offset, "end": item.end,
+            "bytes_skipped": item.bytes_skipped,
+            "reason": f"{item.reason}; {item.bytes_skipped} bytes skipped {resumed}"}
+
+
 def inspect_files(paths: list[str]) -> dict:
     """Summarizes GNT and DGRL files.
 
@@ -60,11 +69,9 @@ def inspect_files(paths: list[str]) -> dict:
             if kind == "gnt":
                 g_files += 1
                 samples = 0
-                for item in gnt.read_gnt(path, skip_bad_tail=True):
-                    if isinstance(item, gnt.BadTail):
-                        problems.append({"file": path, "offset": item.offset,
-                                         "reason": f"{item.reason}; {item.bytes_skipped} bytes "
-                                                   f"to the end of the file skipped"})
+                for item in gnt.read_gnt(path, resync=True):
+                    if isinstance(item, gnt.SkippedBytes):
+                        problems.append(skipped_problem(item))
                         malformed.add(path)
                         continue
                     samples += 1
@@ -79,7 +86,7 @@ def inspect_files(paths: list[str]) -> dict:
                 per_file.append({"file": path, "format": "gnt", "samples": samples})
             else:
                 d_files += 1
-                page = dgrl.read_dgrl(path, skip_bad_tail=True)
+                page = dgrl.read_dgrl(path, resync=True)
                 d_pages += 1
                 d_lines += len(page.lines)
                 for line in page.lines:
@@ -89,9 +96,8 @@ def inspect_files(paths: list[str]) -> dict:
                     for problem in line.problems:
                         problems.append({"file": path, "offset": line.offset,
                                          "reason": f"line {line.index}: {problem}"})
-                if page.bad_tail:
-                    problems.append({"file": path, "offset": page.bad_tail.offset,
-                                     "reason": page.bad_tail.reason})
+                for item in page.skipped:
+                    problems.append(skipped_problem(item))
                     malformed.add(path)
                 per_file.append({"file": path, "format": "dgrl", "lines": len(page.lines),
                                  "characters": sum(len(li.text) for li in page.lines),
@@ -116,6 +122,7 @@ def inspect_files(paths: list[str]) -> dict:
     return summary
 
 
+@cli_errors.entry_point("hccr-inspect")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="hccr-inspect",

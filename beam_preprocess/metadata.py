@@ -11,8 +11,12 @@ Fields (schema version 1)::
     compression      str     "" or "GZIP"
     splits           {split: {"num_examples": int, "num_shards": int}}
     class_counts     {split: {char: count}}
-    counts           {"read": int, "written": int, "rejected": int}
+    counts           {"read": int, "written": int, "rejected": int}  read = written + rejected
+                     (lines: + pooled); a byte range a reader skipped counts as one record
+                     read and one rejected (reason malformed_record or malformed_tail)
     rejects          {reason: count}
+    bytes_written    int     bytes of examples in the shards
+    bytes_skipped    int     bytes of the damaged ranges the readers skipped (see gnt.py)
     command          str     the command line that produced the directory
     created          str     ISO-8601 UTC time
 """

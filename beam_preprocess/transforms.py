@@ -18,15 +18,21 @@ outcome                meaning
 =====================  ==========================================================================
 written                an example in a shard
 rejected.<reason>      a JSON line in `rejects/` with file, offset, reason and detail; reasons:
-                       ``malformed_tail`` (the unreadable rest of a file: counts as one record),
-                       ``malformed_file`` (a DGRL page header that cannot be read),
-                       ``undecodable_code``, ``out_of_charset``, ``empty_bitmap`` (no ink),
-                       ``line_has_unknown_chars``, ``empty_label`` (a line without characters)
+                       ``malformed_record`` (a damaged byte range the reader skipped, up to
+                       the next well-formed record: see gnt.py; one reject whatever its
+                       length, with `end` and `bytes_skipped`), ``malformed_tail`` (the same,
+                       running to the end of the file), ``malformed_file`` (a DGRL page header
+                       that cannot be read), ``undecodable_code``, ``out_of_charset``,
+                       ``empty_bitmap`` (no ink), ``line_has_unknown_chars`` (the detail names
+                       each character), ``empty_label`` (a line without characters),
+                       ``line_too_wide`` (wider than `JobConfig.max_line_width` once scaled)
 pooled                 (lines task, `--synth-lines`) a GNT sample kept as material for
                        synthetic lines of its writer
 =====================  ==========================================================================
 
 so that ``read == written + rejected + pooled``; `synthesized_lines` counts the synthetic lines.
+A skipped byte range is read as one record and rejected as one record; the bytes it covers
+are added up in metadata.json's ``bytes_skipped`` (and the counter of that name).
 """
 from __future__ import annotations
 
@@ -45,15 +51,20 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_preprocess import dgrl, encoding, gnt, imaging, schema
+from beam_preprocess import dgrl, encoding, gnt, imaging, job_progress, schema
 from beam_preprocess.charset import Charset
 from beam_preprocess.errors import CasiaFormatError
 from beam_preprocess.fileio import has_scheme
-from beam_preprocess.tfrecords import GZIP_SUFFIX, RecordWriter
+from beam_preprocess.tfrecords import RecordWriter
 
 NAMESPACE = "hccr"
-REJECT_REASONS = ("malformed_tail", "malformed_file", "undecodable_code", "out_of_charset",
-                  "empty_bitmap", "line_has_unknown_chars", "empty_label")
+REJECT_REASONS = ("malformed_record", "malformed_tail", "malformed_file", "undecodable_code",
+                  "out_of_charset", "empty_bitmap", "line_has_unknown_chars", "empty_label",
+                  "line_too_wide")
+# Widest stored line image, margins included: 128 times the default height. Real HWDB2.x lines
+# scale to about 1,000-2,500 pixels at height 64; a 1-pixel-tall line would otherwise scale to
+# tens of megabytes.
+MAX_LINE_WIDTH = 8192
 TMP_PREFIX = ".tmp-"  # temporary files start with "." so shard globs never match them
 
 
@@ -72,6 +83,7 @@ class JobConfig:
     seed: int = 0                   # synthetic lines
     synth_line_chars: tuple = (8, 24)  # characters per synthetic line, inclusive range
     synth_char_height: int = 64     # nominal glyph size when composing synthetic lines
+    max_line_width: int = MAX_LINE_WIDTH  # lines: wider once scaled -> reject line_too_wide
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +107,7 @@ class ShardTask:
 
 def shard_name(split: str, index: int, count: int, compression: str = "") -> str:
     """`<split>-<index:05d>-of-<count:05d>.tfrecord[.gz]`, matched by `schema.shard_pattern`."""
-    return (f"{split}-{index:05d}-of-{count:05d}.tfrecord" +
-            (GZIP_SUFFIX if compression == "GZIP" else ""))
+    return schema.shard_name(split, index, count, compression)
 
 
 def rejects_name(split: str, index: int, count: int) -> str:
@@ -190,11 +201,34 @@ def dgrl_line_outcome(line: dgrl.DgrlLine, f: InputFile, index: dict, cfg: JobCo
         return Reject("line_has_unknown_chars",
                       "not in the charset: " + ", ".join(_char_note(c) for c in unknown),
                       line.offset, extra)
+    width = scaled_line_width(line.image, cfg)
+    if width is not None and width > cfg.max_line_width:
+        return _too_wide(line, width, cfg, extra)
     try:
         image = imaging.normalize_line(line.image, cfg.image_size, cfg.margin, cfg.ink_threshold)
     except imaging.EmptyImageError as err:
         return Reject("empty_bitmap", str(err), line.offset, extra)
+    if image.shape[1] > cfg.max_line_width:  # the ink rule changed under scaled_line_width
+        return _too_wide(line, image.shape[1], cfg, extra)
     return line_example(image, line.text, line.image, index, f, f"{f.name}:{line.offset}")
+
+
+def scaled_line_width(bitmap: np.ndarray, cfg: JobConfig) -> int | None:
+    """Width of `imaging.normalize_line`'s result, computed before it allocates anything
+    (None when the line has no ink). Mirrors its first steps: background, ink box, scale."""
+    box = imaging.ink_bbox(imaging.normalize_background(bitmap), cfg.ink_threshold)
+    if box is None:
+        return None
+    top, bottom, left, right = box
+    scale = (cfg.image_size - 2 * cfg.margin) / (bottom - top)
+    return max(1, int(np.floor((right - left) * scale + 0.5))) + 2 * cfg.margin
+
+
+def _too_wide(line: dgrl.DgrlLine, width: int, cfg: JobConfig, extra: dict) -> Reject:
+    height, orig_width = line.image.shape
+    return Reject("line_too_wide", f"a {orig_width}x{height} line scales to {width} pixels "
+                  f"wide at height {cfg.image_size}, over the maximum {cfg.max_line_width}",
+                  line.offset, extra)
 
 
 def file_seed(seed: int, name: str) -> list[int]:
@@ -243,6 +277,7 @@ class ShardResult:
     synthesized: int = 0
     synth_missing: int = 0      # synthetic lines asked for files with an empty pool
     bytes: int = 0
+    bytes_skipped: int = 0      # bytes of the damaged ranges the readers skipped
     rejects: dict = dataclasses.field(default_factory=dict)       # reason -> count
     class_counts: dict = dataclasses.field(default_factory=dict)  # char -> count
 
@@ -269,8 +304,9 @@ class WriteShardFn(beam.DoFn):
     a retried or failed attempt never leaves a half-written shard under a shard name.
     """
 
-    def __init__(self, config: JobConfig):
+    def __init__(self, config: JobConfig, progress_dir: str | None = None):
         self.config = config
+        self.progress_dir = progress_dir  # local runner only: see job_progress.py
 
     def setup(self):
         self.counters = _Counters()
@@ -296,8 +332,8 @@ class WriteShardFn(beam.DoFn):
             writer = RecordWriter(fileobj, cfg.compression)
             for f, n_synth in zip(task.files, synth, strict=True):
                 before = (writer.records, len(rejects))
-                read, pooled, made, missing = self._process_file(f, n_synth, index,
-                                                                 on_outcome, writer)
+                read, pooled, made, missing, skipped = self._process_file(
+                    f, n_synth, index, on_outcome, writer)
                 written = writer.records - before[0] - made
                 rejected = len(rejects) - before[1]
                 result.files += 1
@@ -307,10 +343,15 @@ class WriteShardFn(beam.DoFn):
                 result.pooled += pooled
                 result.synthesized += made
                 result.synth_missing += missing
+                result.bytes_skipped += skipped
                 for counter, n in (("files", 1), ("read", read), ("written", written),
                                    ("rejected", rejected), ("pooled", pooled),
-                                   ("synthesized_lines", made)):
+                                   ("synthesized_lines", made), ("bytes_skipped", skipped)):
                     self.counters.inc(counter, n)
+                if self.progress_dir:
+                    job_progress.write_task_progress(
+                        self.progress_dir, f"{task.split}-{task.index:05d}",
+                        dataclasses.asdict(result))
             writer.close()
             result.bytes = writer.bytes_in
 
@@ -328,29 +369,32 @@ class WriteShardFn(beam.DoFn):
         yield result
 
     def _process_file(self, f: InputFile, n_synth: int, index: dict, on_outcome, writer):
-        """Returns (records read, samples pooled, synthetic lines made, synthetic lines missing).
-        """
+        """Returns (records read, samples pooled, synthetic lines made, synthetic lines missing,
+        bytes skipped)."""
         cfg = self.config
-        read = pooled = 0
+        read = pooled = skipped = 0
         with FileSystems.open(f.path, compression_type=CompressionTypes.UNCOMPRESSED) as fileobj:
             if f.kind == "dgrl":
                 try:
-                    page = dgrl.read_dgrl(fileobj, path=f.path, skip_bad_tail=True)
+                    page = dgrl.read_dgrl(fileobj, path=f.path, resync=True)
                 except CasiaFormatError as err:
                     on_outcome(Reject("malformed_file", err.reason, err.offset), f, writer)
-                    return 1, 0, 0, 0
-                for line in page.lines:
+                    return 1, 0, 0, 0, 0
+                items = sorted([*page.lines, *page.skipped], key=lambda item: item.offset)
+                for item in items:
                     read += 1
-                    on_outcome(dgrl_line_outcome(line, f, index, cfg), f, writer)
-                if page.bad_tail is not None:
-                    read += 1
-                    on_outcome(_tail_reject(page.bad_tail), f, writer)
-                return read, 0, 0, 0
+                    if isinstance(item, gnt.SkippedBytes):
+                        skipped += item.bytes_skipped
+                        on_outcome(skipped_reject(item), f, writer)
+                    else:
+                        on_outcome(dgrl_line_outcome(item, f, index, cfg), f, writer)
+                return read, 0, 0, 0, skipped
             pool = []
-            for sample in gnt.read_gnt(fileobj, path=f.path, skip_bad_tail=True):
+            for sample in gnt.read_gnt(fileobj, path=f.path, resync=True):
                 read += 1
-                if isinstance(sample, gnt.BadTail):
-                    on_outcome(_tail_reject(sample), f, writer)
+                if isinstance(sample, gnt.SkippedBytes):
+                    skipped += sample.bytes_skipped
+                    on_outcome(skipped_reject(sample), f, writer)
                 elif cfg.task == "chars":
                     on_outcome(char_outcome(sample, f, index, cfg), f, writer)
                 else:  # lines task: GNT samples are material for synthetic lines
@@ -369,12 +413,17 @@ class WriteShardFn(beam.DoFn):
         for example in synth_lines(pool, n_synth, f, index, cfg):
             on_outcome(example, f, writer)
             made += 1
-        return read, pooled, made, n_synth - made
+        return read, pooled, made, n_synth - made, skipped
 
 
-def _tail_reject(tail: gnt.BadTail) -> Reject:
-    return Reject("malformed_tail", tail.reason, tail.offset,
-                  {"bytes_skipped": tail.bytes_skipped})
+def skipped_reject(skipped: gnt.SkippedBytes) -> Reject:
+    """The one reject of a byte range a reader skipped."""
+    reason = "malformed_tail" if skipped.at_end else "malformed_record"
+    resumed = ("to the end of the file" if skipped.at_end else
+               f"resumed at the next well-formed record, byte {skipped.end}")
+    return Reject(reason, f"{skipped.reason}; bytes {skipped.offset}-{skipped.end} skipped "
+                          f"({skipped.bytes_skipped} bytes), {resumed}", skipped.offset,
+                  {"end": skipped.end, "bytes_skipped": skipped.bytes_skipped})
 
 
 def _write_atomically(path: str, write_fn) -> None:
@@ -399,17 +448,21 @@ class WriteShards(beam.PTransform):
       tasks: the shard plan.
       config: the job's `JobConfig`.
       charset: a singleton PCollection holding the list of characters (class order).
+      progress_dir: a local directory for the running totals the driver reports while the
+        job runs (`job_progress.py`), or None.
     """
 
-    def __init__(self, tasks: Sequence[ShardTask], config: JobConfig, charset):
+    def __init__(self, tasks: Sequence[ShardTask], config: JobConfig, charset,
+                 progress_dir: str | None = None):
         super().__init__()
         self.tasks, self.config, self.charset = list(tasks), config, charset
+        self.progress_dir = progress_dir
 
     def expand(self, pbegin):
         return (pbegin
                 | "Tasks" >> beam.Create(self.tasks)
                 | "Distribute" >> beam.Reshuffle()
-                | "WriteShard" >> beam.ParDo(WriteShardFn(self.config),
+                | "WriteShard" >> beam.ParDo(WriteShardFn(self.config, self.progress_dir),
                                              beam.pvalue.AsSingleton(self.charset)))
 
 
@@ -417,29 +470,19 @@ class WriteShards(beam.PTransform):
 
 
 def scan_characters(f: InputFile) -> Iterator[str]:
-    """The distinct decodable characters of a file, reading GNT headers only (bitmaps skipped).
-    """
+    """The distinct decodable characters of a file, read by the same readers (and resync) as
+    `WriteShardFn`, so the charset holds exactly the characters the shards can hold."""
     seen = set()
     with FileSystems.open(f.path, compression_type=CompressionTypes.UNCOMPRESSED) as fileobj:
         if f.kind == "dgrl":
             try:
-                page = dgrl.read_dgrl(fileobj, path=f.path, skip_bad_tail=True)
+                page = dgrl.read_dgrl(fileobj, path=f.path, resync=True)
             except CasiaFormatError:
-                return
+                return  # WriteShard rejects the file as malformed_file
             for line in page.lines:
                 seen.update(c for c in line.text if c != dgrl.UNKNOWN_CHAR)
         else:
-            while True:
-                header = fileobj.read(gnt.HEADER_SIZE)
-                if len(header) < gnt.HEADER_SIZE:
-                    break
-                size, code, width, height = gnt.HEADER.unpack(header)
-                if width == 0 or height == 0 or size != gnt.HEADER_SIZE + width * height:
-                    break  # the malformed tail: WriteShard rejects it
-                char, _ = gnt.decode_code(code)
-                if char is not None:
-                    seen.add(char)
-                fileobj.seek(width * height, 1)
+            seen.update(gnt.read_codes(fileobj, path=f.path))
     yield from sorted(seen)
 
 
@@ -469,7 +512,7 @@ class Summarize(beam.CombineFn):
         acc["counts"].update(read=result.read, written=result.written,
                              rejected=result.rejected, pooled=result.pooled,
                              synthesized=result.synthesized, synth_missing=result.synth_missing,
-                             bytes=result.bytes)
+                             bytes=result.bytes, bytes_skipped=result.bytes_skipped)
         acc["rejects"].update(result.rejects)
         acc["splits"].setdefault(result.split, collections.Counter())[
             "num_examples"] += result.examples
@@ -495,7 +538,7 @@ class Summarize(beam.CombineFn):
         return {
             "counts": {k: int(acc["counts"][k]) for k in
                        ("read", "written", "rejected", "pooled", "synthesized",
-                        "synth_missing", "bytes")},
+                        "synth_missing", "bytes", "bytes_skipped")},
             "rejects": {r: int(n) for r, n in sorted(acc["rejects"].items())},
             "num_examples": {s: int(c["num_examples"]) for s, c in sorted(acc["splits"].items())},
             "class_counts": {s: {ch: int(n) for ch, n in sorted(c.items())}
@@ -551,6 +594,7 @@ class WriteMetadataFn(beam.DoFn):
             "counts": meta_counts,
             "rejects": summary["rejects"],
             "bytes_written": counts["bytes"],
+            "bytes_skipped": counts["bytes_skipped"],
         }
         charset_text = chars.to_text().encode("utf-8")
         _write_atomically(join(cfg.output, schema.CHARSET_FILE),

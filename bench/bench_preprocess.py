@@ -57,7 +57,7 @@ def plain_loop(files: list[str], out_dir: str, charset: Charset, *, size: int = 
         name = os.path.basename(path)
         with open(path, "rb") as f, open(os.path.join(out_dir, name + ".tfrecord"), "wb") as out:
             writer = RecordWriter(out)
-            samples = gnt.read_gnt(f, path=path, skip_bad_tail=True)
+            samples = gnt.read_gnt(f, path=path, resync=True)
             while True:
                 t0 = clock() if timed else 0.0
                 sample = next(samples, None)
@@ -66,7 +66,7 @@ def plain_loop(files: list[str], out_dir: str, charset: Charset, *, size: int = 
                     stages["parse"] += t1 - t0
                 if sample is None:
                     break
-                if isinstance(sample, gnt.BadTail) or sample.char not in index:
+                if isinstance(sample, gnt.SkippedBytes) or sample.char not in index:
                     rejected += 1
                     continue
                 try:
@@ -121,7 +121,7 @@ def timed(fn, repeat: int, setup=lambda: None):
 
 def bench_dataset(label: str, pattern: str, work: str, repeat: int) -> list[dict]:
     files = sorted(glob.glob(pattern))
-    read = sum(1 for f in files for _ in gnt.read_gnt(f, skip_bad_tail=True))
+    read = sum(1 for f in files for _ in gnt.read_gnt(f, resync=True))
     charset = Charset.named("gb2312-1")
     rows = []
     out = os.path.join(work, "out")

@@ -66,11 +66,12 @@ def test_truncated_line_bitmap_names_offset():
         dgrl.read_dgrl(io.BytesIO(data[:-3]), path="p.dgrl")
 
 
-def test_skip_bad_tail_keeps_good_lines():
+def test_resync_keeps_good_lines_before_a_bad_tail():
     data, _ = _page_bytes()
-    page = dgrl.read_dgrl(io.BytesIO(data[:-3]), path="p.dgrl", skip_bad_tail=True)
+    page = dgrl.read_dgrl(io.BytesIO(data[:-3]), path="p.dgrl", resync=True)
     assert [li.text for li in page.lines] == ["中文12,"]
-    assert page.bad_tail is not None and "line 1 of 2" in page.bad_tail.reason
+    [tail] = page.skipped
+    assert tail.at_end and tail.end == len(data) - 3 and "line 1 of 2" in tail.reason
 
 
 def test_impossible_header_size():

@@ -80,13 +80,41 @@ def test_malformed_input_names_file_and_offset(mutate, offset, message):
     assert str(err).startswith(f"bad.gnt: byte offset {offset}: ")
 
 
-def test_skip_bad_tail_reports_the_rest():
+def test_resync_reports_a_bad_tail_as_one_skipped_range():
     data = _good_bytes() + b"\x05\x00\x00"
-    items = list(gnt.read_gnt(io.BytesIO(data), path="t.gnt", skip_bad_tail=True))
-    assert [type(i).__name__ for i in items] == ["GntSample", "GntSample", "BadTail"]
+    items = list(gnt.read_gnt(io.BytesIO(data), path="t.gnt", resync=True))
+    assert [type(i).__name__ for i in items] == ["GntSample", "GntSample", "SkippedBytes"]
     tail = items[-1]
-    assert (tail.offset, tail.bytes_skipped) == (49, 3)
+    assert (tail.offset, tail.end, tail.bytes_skipped, tail.at_end) == (49, 52, 3, True)
     assert "truncated header" in tail.reason
+
+
+def test_a_hostile_size_is_checked_before_anything_is_allocated():
+    """65535 x 65535 declared in a 110-byte file: the old reader asked Python for 4 GiB."""
+    import tracemalloc
+    data = gnt.HEADER.pack(10 + 65535 * 65535, "中".encode("gbk"), 65535, 65535) + b"\xff" * 100
+    for stream in (io.BytesIO(data), _Unseekable(data)):
+        tracemalloc.start()
+        items = list(gnt.read_gnt(stream, path="huge.gnt", resync=True))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 2 * gnt.MAX_READ  # Python-level allocations while reading
+        [skipped] = items
+        assert (skipped.offset, skipped.end, skipped.at_end) == (0, 110, True)
+        assert "truncated bitmap: 100 of 4294836225 bytes" in skipped.reason
+
+
+class _Unseekable(io.RawIOBase):
+    """A stream that cannot tell its size (a pipe, a socket)."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        return self._data.read(n)
 
 
 def test_reads_from_file_objects_and_paths_alike(tmp_path):

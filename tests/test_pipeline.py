@@ -364,7 +364,7 @@ def test_lines_from_dgrl_and_synthetic_lines_from_gnt(tmp_path):
     make_writers(inp, ["0001"], chars="啊阿埃挨")
     dgrl.write_dgrl(str(inp / "0001-P01.dgrl"), page_height=300, page_width=400, lines=[
         ("啊阿，12", 10, 10, _line_image(rng, 5)),
-        ("阿宀埃", 60, 10, _line_image(rng, 3)),              # 宀 not in gb2312-1+lines
+        ("阿宬埃", 60, 10, _line_image(rng, 3)),              # 宬 (GBK only) not in gb2312+lines
         ("埃挨", 110, 10, np.full((40, 80), 255, np.uint8)),  # empty bitmap
         ("", 160, 10, _line_image(rng, 1)),                   # no label
     ])
@@ -389,7 +389,7 @@ def test_lines_from_dgrl_and_synthetic_lines_from_gnt(tmp_path):
     assert md["rejects"] == {"empty_bitmap": 1, "empty_label": 1, "line_has_unknown_chars": 1,
                              "malformed_file": 1, "malformed_tail": 1}
     unknown = [r for r in read_rejects(out) if r["reason"] == "line_has_unknown_chars"][0]
-    assert "宀" in unknown["detail"] and unknown["text"] == "阿宀埃" and unknown["line"] == 1
+    assert "宬" in unknown["detail"] and unknown["text"] == "阿宬埃" and unknown["line"] == 1
     info = metadata.load(str(out))
     examples = read_split(out, "train", task="lines")
     assert len(examples) == 7 == info.num_examples("train")

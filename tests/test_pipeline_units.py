@@ -137,13 +137,13 @@ def test_command_line_secrets_are_redacted():
 def test_sniff_rejects_files_that_are_not_casia(tmp_path):
     good = tmp_path / "1001-c.gnt"
     gnt.write_gnt(str(good), [("啊", np.zeros((3, 4), np.uint8))])
-    pipeline.sniff(str(good), "gnt")
+    pipeline.sniff(str(good), "gnt", good.stat().st_size)
     bad = tmp_path / "1002-c.gnt"
     bad.write_bytes(b"<html>not a gnt file</html>")
     with pytest.raises(pipeline.InputError, match="not a GNT file"):
-        pipeline.sniff(str(bad), "gnt")
-    with pytest.raises(pipeline.InputError, match="not a DGRL file"):
-        pipeline.sniff(str(bad), "dgrl")
+        pipeline.sniff(str(bad), "gnt", bad.stat().st_size)
+    with pytest.raises(pipeline.InputError, match="not a DGRL file: byte offset 0: header size"):
+        pipeline.sniff(str(bad), "dgrl", bad.stat().st_size)
 
 
 def test_char_outcomes_cover_every_reason():
@@ -191,3 +191,59 @@ def test_validation_fraction_never_leaves_validation_empty_with_two_or_more_writ
     assert sorted(assigned.values()) == ["train", "train", "validation"]
     lonely = splits.apply_validation_fraction({"S0001-synth.gnt": "train"}, 0.01)
     assert lonely == {"S0001-synth.gnt": "train"}
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys, below):
+    """The old job ran the whole pipeline, then died in os.makedirs with a traceback."""
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory")
+    gnt.write_gnt(str(tmp_path / "0001-c.gnt"), [("啊", np.zeros((4, 4), np.uint8))])
+    output = taken / "sub" if below else taken
+    code = pipeline.main(["--input", str(tmp_path / "0001-c.gnt"), "--output", str(output)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    what = f"lies under the file {taken}" if below else "is a file"
+    assert f"hccr-preprocess: error: --output {output} {what}, not a directory\n" in err
+    assert taken.read_text() == "not a directory"
+
+
+def test_default_line_charset_is_all_of_gb2312():
+    """HWDB2.x lines hold GB2312 level-2 characters: the old default (level 1 only) rejected
+    every line holding one."""
+    from beam_preprocess import charset as cs
+    lines = cs.Charset.named(pipeline.DEFAULT_CHARSETS["lines"])
+    assert pipeline.DEFAULT_CHARSETS["lines"] == "gb2312+lines" and len(lines) == 7541
+    assert lines.chars[:6763] == cs.gb2312_hanzi() == cs.Charset.named("gb2312").chars
+    assert lines.chars[:3755] == cs.gb2312_level1()
+    for c in "宀宄宓宕" + "09azAZ,.，。、“”《》％０Ａα":
+        assert c in lines
+    assert set(cs.gb2312_symbols()) <= set(lines.chars)
+    assert "宬" not in lines  # GBK only: pass --charset data to keep such characters
+    assert len(cs.Charset.named("gb2312-1+lines")) == 3876  # unchanged
+
+
+def test_a_line_with_an_out_of_charset_character_is_rejected_naming_it():
+    from beam_preprocess import charset as cs
+    from beam_preprocess import dgrl
+    index = {c: i for i, c in enumerate(cs.Charset.named("gb2312+lines").chars)}
+    image = np.full((40, 120), 255, np.uint8)
+    image[10:30, 10:110] = 20
+    line = dgrl.DgrlLine("宀宬安", (), 0, 0, image, 77, 3)
+    f = transforms.InputFile("p.dgrl", "p.dgrl", "dgrl", 1, "0001", "train")
+    out = transforms.dgrl_line_outcome(line, f, index, transforms.JobConfig("lines", "unused"))
+    assert out.reason == "line_has_unknown_chars"
+    assert out.detail == "not in the charset: '宬' (U+5BAC)"
+    assert out.record(f)["text"] == "宀宬安" and out.record(f)["line"] == 3
+
+
+def test_an_output_url_without_a_beam_filesystem_is_a_one_line_error(tmp_path, capsys):
+    """The old job ran the pipeline, then died in WriteShard with a traceback (as it does for
+    gs:// when apache-beam[gcp] is not installed)."""
+    gnt.write_gnt(str(tmp_path / "0001-c.gnt"), [("啊", np.zeros((4, 4), np.uint8))])
+    code = pipeline.main(["--input", str(tmp_path / "0001-c.gnt"), "--output",
+                          "nosuchfs://bucket/out"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert ("hccr-preprocess: error: --output nosuchfs://bucket/out: no Beam filesystem for "
+            "nosuchfs:// is installed here") in err
