@@ -128,3 +128,10 @@ REJECTS_DIR = "rejects"
 def shard_pattern(split: str) -> str:
     """Glob (relative to the output directory) matching a split's shards."""
     return f"{split}-*-of-*.tfrecord*"
+
+
+def shard_name(split: str, index: int, count: int, compression: str = "") -> str:
+    """`<split>-<index:05d>-of-<count:05d>.tfrecord[.gz]`: shard `index` of `count` (the
+    readers open exactly the `count` names metadata.json's `num_shards` gives)."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compression == "GZIP"
+                                                             else "")

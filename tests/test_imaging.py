@@ -103,10 +103,65 @@ def test_normalize_char_speed_on_casia_sized_bitmaps():
     bitmaps = []
     for _ in range(300):
         b = _blank(int(rng.integers(50, 110)), int(rng.integers(50, 110)))
-        b[5:-5, 5:-5] = rng.integers(0, 256, size=(b.shape[0] - 10, b.shape[1] - 10))
+        # Strokes of random gray on a 255 background, as CASIA's: the clean path.
+        strokes = rng.random((b.shape[0] - 10, b.shape[1] - 10)) < 0.3
+        b[5:-5, 5:-5][strokes] = rng.integers(0, 250, size=int(strokes.sum()))
         bitmaps.append(b)
     start = time.perf_counter()
     for b in bitmaps:
         imaging.normalize_char(b)
     per_sample = (time.perf_counter() - start) / len(bitmaps)
     assert per_sample < 1e-3  # typically ~60 µs; 1 ms leaves room for a busy shared machine
+    # A photo (grey background): the full background rule, about 0.5-1 ms at this size.
+    start = time.perf_counter()
+    for b in bitmaps[:50]:
+        imaging.normalize_char((b * 0.8).astype(np.uint8))
+    assert (time.perf_counter() - start) / 50 < 20e-3
+
+
+# === Background normalization ===
+
+
+def _stroke_image(background=255.0, ink=40.0):
+    image = np.full((40, 50), 255.0)
+    image[10:30, 20:24] = ink
+    image[18:21, 8:42] = ink
+    return np.round(image * background / 255.0).astype(np.uint8)
+
+
+def test_clean_bitmap_is_returned_unchanged():
+    bitmap = _stroke_image()
+    bitmap[9, 20:24] = 252  # an anti-aliased halo stays as it is
+    assert imaging.normalize_background(bitmap) is bitmap
+    # Bold: most pixels are ink, so the full rule runs, and it is the identity too.
+    bold = _blank(40, 50)
+    bold[3:37, 4:46] = np.arange(34 * 42).reshape(34, 42) % 200
+    assert not imaging._is_clean(bold)
+    assert np.array_equal(imaging.normalize_background(bold), bold)
+
+
+def test_grey_background_becomes_white_and_ink_keeps_its_level():
+    out = imaging.normalize_background(_stroke_image(background=210.0))
+    assert np.abs(out.astype(int) - _stroke_image()).max() <= 2
+    assert imaging.ink_bbox(out) == imaging.ink_bbox(_stroke_image())
+
+
+def test_white_on_black_is_inverted():
+    out = imaging.normalize_background(255 - _stroke_image())
+    assert np.abs(out.astype(int) - _stroke_image()).max() <= 2
+
+
+def test_otsu_threshold_splits_two_levels_at_the_first_maximum():
+    hist = np.zeros(256, np.int64)
+    hist[[30, 200]] = [10, 90]
+    assert imaging._otsu_threshold(hist) == 30  # 30..199 all split the same way: the first
+    hist[:] = 0
+    hist[77] = 5
+    assert imaging._otsu_threshold(hist) is None
+
+
+def test_gradient_is_flattened_by_the_fitted_plane():
+    ramp = np.linspace(190.0, 250.0, 50)[None, :]
+    lit = np.round(_stroke_image().astype(np.float64) * ramp / 255.0).astype(np.uint8)
+    out = imaging.normalize_background(lit)
+    assert np.abs(out.astype(int) - _stroke_image()).max() <= 2

@@ -194,3 +194,76 @@ def test_each_augmentation_switches_on_alone(field, value):
     if field in ("rotation", "shift", "elastic_alpha"):
         # Geometry moves ink but keeps about as much of it.
         assert abs(out.sum() / images.numpy().sum() - 1.0) < 0.35
+
+
+# === Exactly the listed shards; damaged shards named ===
+
+
+def _count(dataset):
+    return sum(int(tf.shape(x)[0]) for x, _ in dataset)
+
+
+def test_stale_extra_shards_are_never_read(tmp_path, caplog):
+    data_dir = tiny_data.write_chars(tmp_path / "chars", num_classes=4, image_size=32,
+                                     splits={"train": 20, "validation": 8}, num_shards=2)
+    # An earlier run into the same directory: 3 shards, and a compressed copy.
+    listed = sorted(str(p) for p in (tmp_path / "chars").glob("train-*"))
+    for stale in ("train-00000-of-00003.tfrecord", "train-00002-of-00003.tfrecord",
+                  "train-00000-of-00002.tfrecord.gz"):
+        (tmp_path / "chars" / stale).write_bytes(open(listed[0], "rb").read())
+    with caplog.at_level("WARNING"):
+        source = input_pipeline.open_preprocessed(data_dir)
+    assert source.files["train"] == listed
+    assert "ignoring 3 shard file(s)" in caplog.text and "train-00000-of-00003" in caplog.text
+    dataset = input_pipeline.make_dataset(source, "train", batch_size=8, training=False)
+    assert _count(dataset) == 20
+
+    from beam_preprocess import metadata
+    from trainers import evaluation
+    batches = evaluation.read_split(metadata.load(data_dir), "train", batch_size=8)
+    assert sum(len(b["label"]) for b in batches) == 20
+
+
+def test_missing_listed_shard_is_named(tmp_path):
+    data_dir = tiny_data.write_chars(tmp_path / "chars", splits={"train": 8}, num_shards=2)
+    os.remove(os.path.join(data_dir, "train-00001-of-00002.tfrecord"))
+    with pytest.raises(FileNotFoundError, match=r"train-00001-of-00002\.tfrecord: shard"):
+        input_pipeline.open_preprocessed(data_dir)
+
+
+@pytest.fixture
+def truncated_dir(tmp_path):
+    data_dir = tiny_data.write_chars(tmp_path / "chars", num_classes=4, image_size=32,
+                                     splits={"train": 24, "validation": 8}, num_shards=2)
+    damaged = os.path.join(data_dir, "train-00001-of-00002.tfrecord")
+    data = open(damaged, "rb").read()
+    with open(damaged, "wb") as f:
+        f.write(data[:-50])  # the last record cut short
+    return data_dir, damaged
+
+
+def test_truncated_shard_is_named_in_training_and_evaluation(truncated_dir):
+    data_dir, damaged = truncated_dir
+    source = input_pipeline.open_preprocessed(data_dir)
+    dataset = input_pipeline.make_dataset(source, "train", batch_size=8, training=False)
+    with pytest.raises(input_pipeline.DamagedShardError) as raised:
+        with source.naming_damaged_shards():
+            _count(dataset)
+    message = str(raised.value)
+    assert message.startswith(damaged + ": damaged TFRecord shard after record 11: ")
+    assert "truncated record" in message and "\n" not in message and "{{" not in message
+
+    from beam_preprocess import metadata
+    from trainers import evaluation
+    with pytest.raises(input_pipeline.DamagedShardError, match=damaged):
+        list(evaluation.read_split(metadata.load(data_dir), "train", batch_size=8))
+
+
+def test_truncated_shard_stops_training_with_its_name(truncated_dir, tmp_path):
+    from trainers import configs, train
+    data_dir, damaged = truncated_dir
+    config = configs.override(configs.get_config("smoke"),
+                              ["epochs=1", "steps_per_epoch=2", "eval_steps=1",
+                               "precision=float32"])
+    with pytest.raises(input_pipeline.DamagedShardError, match=damaged):
+        train.train_and_evaluate(config, str(tmp_path / "run"), data_dir)

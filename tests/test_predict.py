@@ -96,8 +96,105 @@ def test_predict_dgrl_lines(capsys):
 def test_image_without_ink_is_reported_not_raised(tmp_path, capsys):
     blank = str(tmp_path / "blank.png")
     Image.new("L", (20, 30), 255).save(blank)
-    doc = _run_json(capsys, ["--model", fx.chars_model(), blank])
-    assert "no ink" in doc["results"][0]["error"]
+    assert predict_cli.main(["--model", fx.chars_model(), blank, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert "no ink" in json.loads(captured.out)["results"][0]["error"]
+    assert f"hccr-predict: {blank}: no ink" in captured.err
+
+
+def _gnt_with_bad_size_field(path, record):
+    """The bytes of a GNT file with the size field of record `record` made inconsistent."""
+    import struct
+    data = bytearray(open(path, "rb").read())
+    offset = 0
+    for _ in range(record):
+        offset += struct.unpack_from("<I", data, offset)[0]
+    size = struct.unpack_from("<I", data, offset)[0]
+    struct.pack_into("<I", data, offset, size + 7)
+    return bytes(data), offset
+
+
+def test_each_input_stands_on_its_own(tmp_path, capsys):
+    """A corrupt, truncated, empty, unsupported or missing input and a damaged GNT record each
+    get one error naming them; every other input is still predicted; exit status 1."""
+    _, good = _image_files(tmp_path, 2)
+    png_bytes = open(good[0], "rb").read()
+    broken = {"corrupt.png": b"\x89PNG this is not an image" * 10,
+              "truncated.png": png_bytes[:len(png_bytes) // 2],
+              "empty.png": b"", "empty.gnt": b"", "notes.txt": b"hello"}
+    for name, data in broken.items():
+        (tmp_path / name).write_bytes(data)
+    gnt_bytes, bad_offset = _gnt_with_bad_size_field(fx.gnt_path(6), 3)
+    (tmp_path / "damaged.gnt").write_bytes(gnt_bytes)
+    missing = str(tmp_path / "missing.png")
+    inputs = [good[0], *(str(tmp_path / n) for n in broken), str(tmp_path / "damaged.gnt"),
+              missing, good[1]]
+    assert predict_cli.main(["--model", fx.chars_model(), *inputs, "--jsonl"]) == 1
+    captured = capsys.readouterr()
+    results = [json.loads(line) for line in captured.out.splitlines()]
+    errors = {r["source"]: r["error"] for r in results if "error" in r}
+    for name in broken:
+        path = str(tmp_path / name)
+        assert path in errors, name
+        assert f"hccr-predict: {path}: " in captured.err
+    assert errors[str(tmp_path / "empty.png")] == "empty file"
+    assert "unsupported input" in errors[str(tmp_path / "notes.txt")]
+    assert errors[missing] == "does not exist"
+    damaged = f"{tmp_path / 'damaged.gnt'}:{bad_offset}"
+    assert "damaged record" in errors[damaged]
+    predicted = [r for r in results if "prediction" in r]
+    assert {r["source"] for r in predicted} >= set(good)
+    # Every GNT sample around the damaged one is still predicted.
+    gnt_sources = [r["source"] for r in predicted if ".gnt:" in r["source"]]
+    assert len(gnt_sources) >= len(list(read_gnt(fx.gnt_path(6)))) - 2
+    assert f"{len(errors)} of {len(results)} inputs failed" in captured.err
+    assert all(len(line.split("\n")) == 1 for line in captured.err.splitlines())
+
+
+def test_text_output_has_one_error_line_per_failed_input(tmp_path, capsys):
+    _, good = _image_files(tmp_path, 1)
+    (tmp_path / "corrupt.jpg").write_bytes(b"not a jpeg")
+    corrupt = str(tmp_path / "corrupt.jpg")
+    assert predict_cli.main(["--model", fx.chars_model(), corrupt, good[0]]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{corrupt}\tERROR\t")
+    assert lines[1].startswith(good[0] + "\t")
+
+
+def test_decompression_bomb_limit_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    # 1,600 pixels: over the limit (PIL only warns); 10,000: over twice the limit (PIL raises).
+    for side in (40, 100):
+        Image.new("L", (side, side), 255).save(tmp_path / f"big{side}.png")
+    small = str(tmp_path / "small.png")
+    image = np.full((30, 30), 255, np.uint8)
+    image[5:25, 14:17] = 0
+    Image.fromarray(image).save(small)
+    assert predict_cli.main(["--model", fx.chars_model(), str(tmp_path), "--jsonl"]) == 1
+    captured = capsys.readouterr()
+    results = {json.loads(line)["source"]: json.loads(line) for line in captured.out.splitlines()}
+    for side in (40, 100):
+        error = results[str(tmp_path / f"big{side}.png")]["error"]
+        assert error.startswith("image too large") and "MAX_IMAGE_PIXELS" in error
+    assert "prediction" in results[small]
+    assert "Traceback" not in captured.err
+
+
+def test_model_files_that_are_not_models_are_named(tmp_path, capsys):
+    image = str(tmp_path / "x.png")
+    Image.new("L", (20, 30), 0).save(image)
+    for name in ("model.keras", "model.tflite", "model.onnx"):
+        path = tmp_path / name
+        path.write_bytes(b"this is not a model")
+        with pytest.raises(inference.ModelFormatError, match=name):
+            inference.load(str(path))
+    fx_charset = os.path.join(os.path.dirname(fx.chars_model()), "charset.txt")
+    import shutil
+    shutil.copy(fx_charset, tmp_path / "charset.txt")
+    assert predict_cli.main(["--model", str(tmp_path / "model.keras"), image]) == 1
+    err = capsys.readouterr().err
+    assert "not a Keras archive" in err and "File not found" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_missing_charset_is_a_clear_error(tmp_path, capsys):
@@ -111,10 +208,16 @@ def test_missing_charset_is_a_clear_error(tmp_path, capsys):
     assert "no charset" in err and "--data" in err
 
 
-def test_expand_paths_rejects_unknown_files(tmp_path):
+def test_expand_paths_reports_unknown_files_without_raising(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="unsupported input"):
-        predict.expand_paths([str(tmp_path / "notes.txt")])
-    with pytest.raises(FileNotFoundError):
-        predict.expand_paths([str(tmp_path / "missing.png")])
-    assert predict.expand_paths([str(tmp_path)]) == []
+    (tmp_path / "a.png").write_bytes(b"")
+    notes, missing = str(tmp_path / "notes.txt"), str(tmp_path / "missing.png")
+    (path, problem), = predict.expand_paths([notes])
+    assert path == notes and "unsupported input" in problem
+    assert predict.expand_paths([missing]) == [(missing, "does not exist")]
+    assert predict.expand_paths([str(tmp_path)]) == [(str(tmp_path / "a.png"), None)]
+
+
+def test_empty_directory_is_an_error(tmp_path, capsys):
+    assert predict_cli.main(["--model", fx.chars_model(), str(tmp_path)]) == 1
+    assert "no input files" in capsys.readouterr().err

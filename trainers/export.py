@@ -24,9 +24,11 @@ other formats still export.
 SavedModel signatures:
 
 - `serving_default(images: uint8 [batch, height, width])`: raw images of any size (a batch
-  padded with 255 where sizes differ: background padding does not move the ink box), background
-  255, dark ink. Each image goes through the same normalization as the Beam job
-  (`beam_preprocess.imaging`, reimplemented in TensorFlow below: crop to ink, aspect-preserving
+  padded where sizes differ, with the background's own level: padding then does not move the
+  ink box, while 255 around a white-on-black image would turn its border light), dark ink
+  on a light background or light ink on a dark one. Each image goes through the same
+  normalization as the Beam job (`beam_preprocess.imaging`, reimplemented in TensorFlow below:
+  background to 255 by an Otsu split, white-on-black inverted; crop to ink, aspect-preserving
   antialiased bilinear resize, centre on a 255 canvas; lines: scale to the line height, pad).
   Classifiers return `chars` (string [batch, k]), `class_ids` (int32) and `probabilities`
   (softmax, float32), best first. Line models return `texts` (string [batch, k]) and
@@ -114,6 +116,118 @@ def _resize_u8(tf, crop, height, width):
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
+def _lower_median(tf, hist):
+    # imaging._lower_median: the first level where the cumulative count reaches half.
+    return tf.reduce_min(tf.where(2 * tf.cumsum(hist) >= tf.reduce_sum(hist))[:, 0])
+
+
+def _histogram(tf, image):
+    return tf.math.bincount(tf.reshape(tf.cast(image, tf.int32), [-1]), minlength=256,
+                            maxlength=256, dtype=tf.int64)
+
+
+def _otsu_threshold(tf, hist):
+    """imaging._otsu_threshold: (t int64, whether there is a split at all)."""
+    levels = tf.range(256, dtype=tf.int64)
+    count0 = tf.cumsum(hist)[:255]
+    sum0 = tf.cumsum(hist * levels)[:255]
+    total, total_sum = tf.reduce_sum(hist), tf.reduce_sum(hist * levels)
+    split = (count0 > 0) & (count0 < total)
+    diff = tf.cast(total_sum * count0 - total * sum0, tf.float64)
+    denom = tf.cast(tf.where(split, count0 * (total - count0), tf.ones_like(count0)), tf.float64)
+    score = tf.where(split, diff * diff / denom, tf.constant(-1.0, tf.float64))
+    t = tf.reduce_min(tf.where(tf.equal(score, tf.reduce_max(score)))[:, 0])
+    return t, tf.reduce_any(split)
+
+
+def _background_cut(tf, hist, t):
+    """imaging._background_cut: (B, c), int64."""
+    levels = tf.range(256, dtype=tf.int64)
+    background_hist = tf.where(levels > t, hist, tf.zeros_like(hist))
+    level = _lower_median(tf, background_hist)
+    spread = _lower_median(tf, tf.math.bincount(
+        tf.cast(tf.abs(levels - level), tf.int32), weights=background_hist, minlength=256,
+        maxlength=256))
+    return level, tf.maximum(t + 1, level - 9 * spread)
+
+
+def _background_plane(tf, image, mask):
+    """imaging._background_plane, with the same int64 sums and float64 steps."""
+    shape = tf.shape(image, out_type=tf.int64)
+    ys = tf.range(shape[0], dtype=tf.int64)[:, None]
+    xs = tf.range(shape[1], dtype=tf.int64)[None, :]
+    m = tf.cast(mask, tf.int64)
+    v = tf.cast(image, tf.int64) * m
+
+    def total(x):
+        return tf.cast(tf.reduce_sum(x), tf.float64)
+
+    n = total(m)
+    sx, sy, sv = total(xs * m), total(ys * m), total(v)
+    sxx, syy = total(xs * xs * m), total(ys * ys * m)
+    sxy, sxv, syv = total(xs * ys * m), total(xs * v), total(ys * v)
+    mx, my, mv = sx / n, sy / n, sv / n
+    vxx, vyy, vxy = sxx / n - mx * mx, syy / n - my * my, sxy / n - mx * my
+    cxv, cyv = sxv / n - mx * mv, syv / n - my * mv
+    det = vxx * vyy - vxy * vxy
+    tilted = (det > 1e-6 * vxx * vyy) & (det > 0.0)
+    safe_det = tf.where(tilted, det, tf.constant(1.0, tf.float64))
+    b = tf.where(tilted, (cxv * vyy - cyv * vxy) / safe_det, tf.constant(0.0, tf.float64))
+    c = tf.where(tilted, (cyv * vxx - cxv * vxy) / safe_det, tf.constant(0.0, tf.float64))
+    plane = mv + b * (tf.cast(xs, tf.float64) - mx) + c * (tf.cast(ys, tf.float64) - my)
+    return tf.clip_by_value(plane, 1.0, 255.0)
+
+
+def tf_normalize_background(image):
+    """`beam_preprocess.imaging.normalize_background` in TensorFlow, for one uint8 (H, W)
+    image: dark ink on a 255 background, whatever the background was. Exact: integer
+    histogram statistics and the same float64 steps as numpy."""
+    import tensorflow as tf
+    blank = tf.fill(tf.shape(image), tf.constant(255, tf.uint8))
+    levels = tf.range(256, dtype=tf.int64)
+
+    def normalized():
+        hist = _histogram(tf, image)
+        t, _ = _otsu_threshold(tf, hist)
+        border = tf.cast(tf.concat([image[0, :], image[-1, :], image[:, 0], image[:, -1]], 0),
+                         tf.int64)
+        invert = 2 * tf.math.count_nonzero(border <= t) > tf.cast(tf.size(border), tf.int64)
+        oriented = tf.where(invert, 255 - image, image)
+        hist = tf.where(invert, tf.reverse(hist, [0]), hist)
+        t = tf.where(invert, 254 - t, t)
+        level, cut = _background_cut(tf, hist, t)
+        plane = _background_plane(tf, oriented, tf.cast(oriented, tf.int64) >= cut)
+        flat = tf.cast(tf.minimum(tf.constant(255.0, tf.float64), tf.floor(
+            tf.cast(oriented, tf.float64) * tf.cast(level, tf.float64) / plane + 0.5)),
+            tf.uint8)
+        hist = _histogram(tf, flat)
+        t, has_split = _otsu_threshold(tf, hist)
+        level, cut = _background_cut(tf, hist, tf.where(has_split, t, 0))
+        level = tf.maximum(level, 1)  # only without a split, where the table is not used
+        table = tf.cast(tf.where(levels >= cut, tf.constant(255, tf.int64), tf.minimum(
+            tf.constant(255, tf.int64), (510 * levels + level) // (2 * level))), tf.uint8)
+        return tf.where(has_split, tf.gather(table, tf.cast(flat, tf.int32)), blank)
+
+    def unless_one_level():
+        one_level = tf.math.count_nonzero(_histogram(tf, image)) < 2
+        return tf.cond(one_level, lambda: blank, normalized)
+
+    def unless_clean():
+        return tf.cond(_is_clean(tf, image), lambda: image, unless_one_level)
+
+    return tf.cond(tf.size(image) > 0, unless_clean, lambda: image)
+
+
+def _is_clean(tf, image):
+    """imaging._is_clean: most of the border and most of the image are exactly 255."""
+    border = tf.concat([image[0, :], image[-1, :], image[:, 0], image[:, -1]], 0)
+
+    def mostly_255(x):
+        return 2 * tf.math.count_nonzero(tf.equal(x, 255)) > tf.cast(tf.size(x), tf.int64)
+
+    return mostly_255(border) & mostly_255(image)
+
+
 def tf_normalize_char(image, size: int, margin: int, ink_threshold: int):
     """`beam_preprocess.imaging.normalize_char` in TensorFlow, for one uint8 (H, W) image.
 
@@ -121,6 +235,7 @@ def tf_normalize_char(image, size: int, margin: int, ink_threshold: int):
     """
     import tensorflow as tf
     inner = size - 2 * margin
+    image = tf_normalize_background(image)
     rows, cols = _ink_box(tf, image, ink_threshold)
 
     def normalized():
@@ -144,6 +259,7 @@ def tf_normalize_char(image, size: int, margin: int, ink_threshold: int):
 def tf_line_width(image, height: int, margin: int, ink_threshold: int):
     """Width `normalize_line` gives a uint8 (H, W) line image (int64 scalar)."""
     import tensorflow as tf
+    image = tf_normalize_background(image)
     rows, cols = _ink_box(tf, image, ink_threshold)
 
     def width():
@@ -160,6 +276,7 @@ def tf_normalize_line(image, height: int, margin: int, ink_threshold: int, pad_t
     right-padded with 255 to `pad_to` columns when given. No ink: a blank line."""
     import tensorflow as tf
     inner = height - 2 * margin
+    image = tf_normalize_background(image)
     rows, cols = _ink_box(tf, image, ink_threshold)
 
     def normalized():

@@ -279,7 +279,7 @@ class KerasRunner(Runner):
             self.model, self.path = path_or_model, ""
         else:
             self.path = os.fspath(path_or_model)
-            self.model = keras.models.load_model(self.path, compile=False)
+            self.model = _load_keras_archive(self.path)
         self.name = self.model.name
         shape = self.model.input_shape
         self.input_height, self.input_width = shape[1], shape[2]
@@ -289,6 +289,22 @@ class KerasRunner(Runner):
 
     def _run(self, x):
         return np.asarray(self._fn(x), dtype=np.float32)
+
+
+def _load_keras_archive(path: str):
+    """`keras.models.load_model` with one-line errors: Keras reports a `.keras` file that is
+    not a zip archive as "File not found"."""
+    import zipfile
+
+    import keras
+    if not zipfile.is_zipfile(path):
+        raise ModelFormatError(f"{path}: not a Keras archive (a .keras file is the zip archive "
+                               f"model.save writes); the file is damaged or is another format")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (ValueError, KeyError, OSError, TypeError, zipfile.BadZipFile) as err:
+        raise ModelFormatError(f"{path}: Keras cannot load this archive: "
+                               f"{' '.join(str(err).split())}") from err
 
 
 class SavedModelRunner(Runner):
@@ -337,7 +353,12 @@ class TFLiteRunner(Runner):
     def __init__(self, path: str, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
         self.path = path
-        self._interpreter = Interpreter(model_path=path, num_threads=threads or os.cpu_count())
+        try:
+            self._interpreter = Interpreter(model_path=path,
+                                            num_threads=threads or os.cpu_count())
+        except ValueError as err:  # LiteRT: "The model is not a valid Flatbuffer buffer"
+            raise ModelFormatError(f"{path}: not a TFLite model LiteRT can read: "
+                                   f"{' '.join(str(err).split())}") from err
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -386,7 +407,13 @@ class OnnxRunner(Runner):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+        try:
+            self._session = ort.InferenceSession(path, options,
+                                                 providers=["CPUExecutionProvider"])
+        except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as err:
+            raise ModelFormatError(f"{path}: not an ONNX model onnxruntime can load: "
+                                   f"{' '.join(str(err).split())}") from err
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise ModelFormatError(f"{path}: expected one input. Received {len(inputs)}")

@@ -24,13 +24,16 @@ Images arrive as uint8 with background 255 (the CASIA convention) and leave as f
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 
-from beam_preprocess import metadata
+from beam_preprocess import metadata, schema
 from beam_preprocess.charset import Charset
 from trainers import augment as augment_lib
 
@@ -39,6 +42,19 @@ AUTOTUNE = tf.data.AUTOTUNE
 # input pipeline does not import the models package.
 CTC_WIDTH_DOWNSAMPLE = 4
 MNIST_SIZE = 28
+
+
+class MissingSplitError(KeyError, ValueError):
+    """A split the data does not have; one line naming the splits it has (a KeyError for
+    older callers, a ValueError for the CLIs' user-error handling)."""
+
+    def __init__(self, split: str, available: list, where: str = "the data"):
+        self.split, self.available = split, available
+        super().__init__(f"no split {split!r} in {where}; it has "
+                         f"{', '.join(map(repr, available)) or 'none'}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclasses.dataclass
@@ -71,9 +87,15 @@ class DataSource:
     def image_shape(self) -> tuple:
         return (self.image_height, self.image_width, 1)
 
+    def naming_damaged_shards(self):
+        """A context in which reading a damaged shard of this source raises a
+        `DamagedShardError` naming the file (see `naming_damaged_shards`)."""
+        return naming_damaged_shards([f for files in self.files.values() for f in files],
+                                     self.compression)
+
     def num_examples(self, split: str) -> int:
         if split not in self.counts:
-            raise KeyError(f"no split {split!r}; the data has {sorted(self.counts)}")
+            raise MissingSplitError(split, sorted(self.counts))
         return self.counts[split]
 
 
@@ -88,25 +110,94 @@ def open_preprocessed(data_dir: str) -> DataSource:
         hdfs:// through tensorflow-io).
 
     Returns:
-      A DataSource with every split's shards.
+      A DataSource with every split's shards: exactly those metadata.json lists (see
+      `listed_shards`), never other files that match the shard pattern.
 
     Raises:
-      FileNotFoundError: no metadata.json, or a split listed in it has no shard files.
+      FileNotFoundError: no metadata.json, or a shard it lists is missing.
     """
-    from beam_preprocess.tfio import gfile  # registers tensorflow-io's schemes
     info = metadata.load(data_dir)
     files, counts = {}, {}
     for split in info.splits:
-        paths = sorted(gfile().glob(info.shard_glob(split)))
-        if not paths:
-            raise FileNotFoundError(f"{info.shard_glob(split)}: no shards for split {split!r} "
-                                    f"listed in {data_dir}/metadata.json")
-        files[split] = paths
+        files[split] = listed_shards(info, split)
         counts[split] = info.num_examples(split)
     return DataSource(task=info.task, image_height=info.image_height,
                       image_width=info.image_width, num_classes=info.num_classes,
                       charset=info.charset, compression=info.compression, files=files,
                       counts=counts, info=info)
+
+
+def listed_shards(info: metadata.DatasetInfo, split: str) -> list[str]:
+    """The shard paths of a split that metadata.json lists: `num_shards` names
+    `<split>-<i>-of-<num_shards>.tfrecord[.gz]`.
+
+    Other files matching the shard pattern (left over from an earlier run into the same
+    directory with another shard count or compression) are never read; they are named in a
+    warning.
+
+    Raises:
+      FileNotFoundError: a listed shard is missing.
+      ValueError: metadata.json gives the split no shard count.
+    """
+    from beam_preprocess.tfio import gfile  # registers tensorflow-io's schemes
+    where = metadata.join(info.data_dir, schema.METADATA_FILE)
+    count = info.splits.get(split, {}).get("num_shards")
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"{where}: split {split!r} has no valid num_shards (got {count!r})")
+    paths = [metadata.join(info.data_dir, schema.shard_name(split, i, count, info.compression))
+             for i in range(count)]
+    fs = gfile()
+    for path in paths:
+        if not fs.exists(path):
+            raise FileNotFoundError(f"{path}: shard {split!r} listed in {where} is missing")
+    listed = set(paths)
+    stale = sorted(p for p in fs.glob(info.shard_glob(split)) if p not in listed)
+    if stale:
+        logging.getLogger(__name__).warning(
+            "%s: ignoring %d shard file(s) that %s does not list (an earlier run's?): %s",
+            info.data_dir, len(stale), where, ", ".join(os.path.basename(p) for p in stale))
+    return paths
+
+
+# === Damaged shards ===
+
+
+class DamagedShardError(ValueError):
+    """A truncated or corrupt TFRecord shard, named with the first record that fails."""
+
+
+def find_damaged_shard(files: list[str], compression: str = "") -> tuple[str, int, str] | None:
+    """The first shard that cannot be read to its end: (path, records read before the damage,
+    TensorFlow's message), or None when every shard reads."""
+    for path in files:
+        records = 0
+        try:
+            for _ in tf.data.TFRecordDataset(path, compression_type=compression or None):
+                records += 1
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+            # Without TensorFlow's op context: "truncated record at 37691' failed with ...".
+            message = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:[^\]]*\].*$", "", err.message)
+            return path, records, " ".join(message.split())
+    return None
+
+
+@contextlib.contextmanager
+def naming_damaged_shards(files: list[str], compression: str = ""):
+    """Turns TensorFlow's DataLossError from reading these shards (a truncated or corrupt
+    record: its message names no file) into a `DamagedShardError` naming the shard.
+
+    The shards are read once more, one by one, to find it; when they all read (the error came
+    from elsewhere), the original error is raised.
+    """
+    try:
+        yield
+    except tf.errors.DataLossError as err:
+        found = find_damaged_shard(files, compression)
+        if found is None:
+            raise
+        path, records, message = found
+        raise DamagedShardError(f"{path}: damaged TFRecord shard after record {records}: "
+                                f"{message}") from err
 
 
 def load_digits_arrays(source: str, *, validation_fraction: float = 0.2, seed: int = 0) -> dict:
@@ -116,12 +207,13 @@ def load_digits_arrays(source: str, *, validation_fraction: float = 0.2, seed: i
       source: a local `mnist.npz` in the Keras layout (x_train, y_train, x_test, y_test), or
         "digits" for scikit-learn's 1,797 real 8x8 digits (shipped inside the package),
         resized to 20x20 and centred on a 28x28 canvas like MNIST.
-      validation_fraction: digits only: the share held out as "validation".
-      seed: digits only: the seed of the split.
+      validation_fraction: the share of the training images held out as "validation".
+      seed: the seed of that split.
 
     Returns:
       {split: (images uint8 (N, 28, 28) background 255, labels int64 (N,))} with splits
-      "train" and "validation" (an npz's test set is also available as "test").
+      "train" and "validation" (an npz's test set is also available as "test", and never
+      used as "validation").
     """
     if source == "digits":
         from sklearn.datasets import load_digits
@@ -143,9 +235,13 @@ def load_digits_arrays(source: str, *, validation_fraction: float = 0.2, seed: i
         # MNIST stores ink as high values: flip to the project's background-255 convention.
         def flip(x):
             return (255 - x).astype(np.uint8)
+        images, labels = flip(npz["x_train"]), npz["y_train"].astype(np.int64)
         test = (flip(npz["x_test"]), npz["y_test"].astype(np.int64))
-        return {"train": (flip(npz["x_train"]), npz["y_train"].astype(np.int64)),
-                "validation": test, "test": test}
+    # Model selection never sees the test set: validation is held out of the training set.
+    order = np.random.default_rng(seed).permutation(len(labels))
+    cut = int(round(len(labels) * (1 - validation_fraction)))
+    return {"train": (images[order[:cut]], labels[order[:cut]]),
+            "validation": (images[order[cut:]], labels[order[cut:]]), "test": test}
 
 
 def open_digits(source: str, seed: int = 0) -> DataSource:
@@ -297,7 +393,7 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
     else:
         files = source.files.get(split)
         if not files:
-            raise KeyError(f"no split {split!r}; the data has {sorted(source.files)}")
+            raise MissingSplitError(split, sorted(source.files))
         records = read_records(files, compression=source.compression, training=training,
                                shard=shard, seed=seed)
         # tf.distribute (MultiWorker): whole files per worker when every worker gets one,

@@ -4,9 +4,11 @@
     for result in predictor.predict_files(["a.png", "b.gnt"]):
         print(result["prediction"], result["confidence"])
 
-Inputs are raw bitmaps (dark ink on a light background, any size). Each is normalized exactly
-like the Beam job normalizes training data (`beam_preprocess.imaging.normalize_char` for a
-classifier, `normalize_line` for a line model), with the size, margin and ink threshold of the
+Inputs are raw bitmaps of any size: dark ink on a white, grey, unevenly lit or noisy
+background (a scan or a photo), or light ink on a dark one. Each is normalized exactly like the
+Beam job normalizes training data (`beam_preprocess.imaging.normalize_char` for a classifier,
+`normalize_line` for a line model, both starting with `normalize_background`: background to
+255, white on black inverted), with the size, margin and ink threshold of the
 model (from `--data DIR`'s metadata, or the `model_info.json` that hccr-export writes next to
 every exported model).
 
@@ -15,16 +17,24 @@ directory has one; the trainer keeps one in its workdir next to `best.keras`).
 
 Every GNT sample and every DGRL text line is one input; their stored labels are reported as
 `truth`, so a CASIA file doubles as a quick accuracy check.
+
+Each input stands on its own: a file that does not exist, is empty, corrupt, truncated, of an
+unsupported type or over PIL's decompression-bomb pixel limit, a damaged GNT/DGRL record (the
+readers resynchronise after it) and an image without ink each give one result with an `error`
+naming the input, and the other inputs are still predicted.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import struct
+import zlib
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from beam_preprocess import imaging
+from beam_preprocess.gnt import GntSample
 from trainers import inference
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -33,61 +43,118 @@ CASIA_EXTENSIONS = (".gnt", ".dgrl")
 
 @dataclasses.dataclass
 class Item:
-    """One input bitmap: its source ("file" or "file:index"), pixels, and label if known."""
+    """One input bitmap: its source ("file" or "file:index"), pixels, and label if known; or an
+    input that could not be read (`image` None, `error` saying why)."""
     source: str
-    image: np.ndarray
+    image: np.ndarray | None
     truth: str | None = None
+    error: str | None = None
 
 
-def expand_paths(paths: Sequence[str]) -> list[str]:
+def expand_paths(paths: Sequence[str]) -> list[tuple[str, str | None]]:
     """Files as given, directories expanded to their supported files (sorted, recursive).
 
-    Raises:
-      FileNotFoundError: a path does not exist.
-      ValueError: a file has an unsupported extension.
+    Returns:
+      (path, problem) pairs: problem is None, or why the path cannot be an input (it does
+      not exist, or its extension is not a supported one), so the other paths still run.
     """
-    out = []
+    out: list[tuple[str, str | None]] = []
     supported = IMAGE_EXTENSIONS + CASIA_EXTENSIONS
     for path in paths:
         if os.path.isdir(path):
             for root, _, files in sorted(os.walk(path)):
-                out += [os.path.join(root, f) for f in sorted(files)
+                out += [(os.path.join(root, f), None) for f in sorted(files)
                         if f.lower().endswith(supported)]
         elif os.path.exists(path):
+            problem = None
             if not path.lower().endswith(supported):
-                raise ValueError(f"{path}: unsupported input; expected an image "
-                                 f"({', '.join(IMAGE_EXTENSIONS)}), .gnt or .dgrl file")
-            out.append(path)
+                problem = (f"unsupported input; expected an image ({', '.join(IMAGE_EXTENSIONS)})"
+                           f", .gnt or .dgrl file")
+            out.append((path, problem))
         else:
-            raise FileNotFoundError(f"{path} does not exist")
+            out.append((path, "does not exist"))
     return out
 
 
+class ImageTooLargeError(ValueError):
+    """An image over PIL's decompression-bomb pixel limit."""
+
+
 def read_image(path: str) -> np.ndarray:
-    """An image file as a uint8 grayscale bitmap (transparent pixels become background)."""
+    """An image file as a uint8 grayscale bitmap (transparent pixels become background).
+
+    Raises:
+      ImageTooLargeError: more pixels than PIL's decompression-bomb limit
+        (`PIL.Image.MAX_IMAGE_PIXELS`).
+      OSError: not an image PIL reads, or a truncated or corrupt one.
+    """
+    import warnings
+
     from PIL import Image
-    with Image.open(path) as image:
-        if image.mode in ("RGBA", "LA", "P"):
-            image = image.convert("RGBA")
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image)
-        return np.asarray(image.convert("L"), dtype=np.uint8)
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between the limit and twice the limit: one limit, an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.mode in ("RGBA", "LA", "P"):
+                    image = image.convert("RGBA")
+                    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                    image = Image.alpha_composite(background, image)
+                return np.asarray(image.convert("L"), dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageTooLargeError(
+            f"image too large: {str(err).split(', could be')[0]} (PIL.Image.MAX_IMAGE_PIXELS, "
+            f"the decompression-bomb guard)") from None
+
+
+# What reading one input file can raise when the file is damaged, empty or not what its name
+# says (PIL raises SyntaxError, EOFError, zlib.error and struct.error for some broken files).
+READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, zlib.error, struct.error)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def iter_items(paths: Sequence[str]) -> Iterator[Item]:
-    """The bitmaps of image, GNT and DGRL files, in order."""
+    """The bitmaps of image, GNT and DGRL files, in order; an input that cannot be read is an
+    Item with an `error` (and the inputs after it are still read).
+
+    A damaged GNT or DGRL record is one error Item named `file:offset`, and the records
+    around it are still read (the readers' resync).
+    """
     from beam_preprocess.dgrl import read_dgrl
     from beam_preprocess.gnt import read_gnt
-    for path in expand_paths(paths):
+    for path, problem in expand_paths(paths):
+        if problem is not None:
+            yield Item(path, None, error=problem)
+            continue
         lower = path.lower()
-        if lower.endswith(".gnt"):
-            for sample in read_gnt(path):
-                yield Item(f"{path}:{sample.index}", sample.image, sample.char)
-        elif lower.endswith(".dgrl"):
-            for line in read_dgrl(path).lines:
-                yield Item(f"{path}:{line.index}", line.image, line.text)
-        else:
-            yield Item(path, read_image(path))
+        try:
+            if os.path.getsize(path) == 0:
+                yield Item(path, None, error="empty file")
+            elif lower.endswith(".gnt"):
+                for record in read_gnt(path, resync=True):
+                    if isinstance(record, GntSample):
+                        yield Item(f"{path}:{record.index}", record.image, record.char)
+                    else:
+                        yield _skipped_item(record)
+            elif lower.endswith(".dgrl"):
+                page = read_dgrl(path, resync=True)
+                for line in page.lines:
+                    yield Item(f"{path}:{line.index}", line.image, line.text)
+                for skipped in page.skipped:
+                    yield _skipped_item(skipped)
+            else:
+                yield Item(path, read_image(path))
+        except READ_ERRORS as err:
+            yield Item(path, None, error=_one_line(err))
+
+
+def _skipped_item(skipped) -> Item:
+    return Item(f"{skipped.path}:{skipped.offset}", None,
+                error=f"damaged record: bytes {skipped.offset}..{skipped.end} skipped "
+                      f"({skipped.reason})")
 
 
 def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
@@ -137,10 +204,14 @@ class Predictor:
         return imaging.normalize_line(image, info.image_height, info.margin, info.ink_threshold)
 
     def predict(self, items: Sequence[Item]) -> list[dict]:
-        """Results for a batch of items, in order (an item without ink gets an "error")."""
+        """Results for a batch of items, in order (an unreadable item or one without ink gets
+        an "error")."""
         results: list[dict | None] = [None] * len(items)
         good, images = [], []
         for i, item in enumerate(items):
+            if item.error is not None:
+                results[i] = {"source": item.source, "error": item.error}
+                continue
             try:
                 images.append(self.normalize(item.image))
                 good.append(i)

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from beam_preprocess import cli_errors
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -14,12 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hccr-predict",
         description="Recognize handwritten characters (classifier) or text lines (CRNN) in "
-                    "image files (PNG, JPEG, ...; dark ink on a light background, any size), "
+                    "image files (PNG, JPEG, ...; any size; dark ink on a light, grey or "
+                    "unevenly lit background, or light ink on a dark one), "
                     "CASIA .gnt files (every sample) and .dgrl files (every text line). "
                     "Directories are searched for such files. The charset and normalization "
                     "come from --data DIR, or from charset.txt and model_info.json next to the "
                     "model (hccr-export writes them into every export directory).",
-        epilog="Example: hccr-predict --model export/tflite_int8/model.tflite --top-k 3 "
+        epilog="Each input stands on its own: one that cannot be read or has no ink gets one "
+               "ERROR line naming it and the others are still predicted; the exit status is 1 "
+               "if any input failed (or the model cannot be loaded), 0 otherwise. "
+               "Example: hccr-predict --model export/tflite_int8/model.tflite --top-k 3 "
                "char.png page.dgrl --json")
     p.add_argument("--model", required=True,
                    help=".keras file, SavedModel directory, .tflite, .onnx or .engine")
@@ -50,6 +56,7 @@ def _text_line(result: dict) -> str:
     return f"{result['source']}\t{result['prediction']}\t{result['confidence']:.3f}{truth}\t{top}"
 
 
+@cli_errors.entry_point("hccr-predict")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
@@ -61,8 +68,14 @@ def main(argv=None) -> int:
         predictor = predict.Predictor(args.model, args.data, top_k=args.top_k,
                                       beam_width=args.beam_width, threads=args.threads)
         results_iter = predictor.predict_files(args.files, batch_size=args.batch_size)
-        results, labelled, correct = [], 0, 0
+        results, labelled, correct, failed, total = [], 0, 0, 0, 0
         for result in results_iter:
+            total += 1
+            if "error" in result:
+                failed += 1
+                if args.json or args.jsonl:  # the text output has the line already
+                    print(f"hccr-predict: {result['source']}: {result['error']}",
+                          file=sys.stderr, flush=True)
             if "correct" in result:
                 labelled += 1
                 correct += result["correct"]
@@ -74,6 +87,7 @@ def main(argv=None) -> int:
                 print(_text_line(result), flush=True)
     except (FileNotFoundError, ValueError, inference.ModelFormatError,
             MissingDependencyError) as err:
+        cli_errors.show_traceback(err)
         print(f"hccr-predict: {err}", file=sys.stderr)
         return 1
     if args.json:
@@ -84,6 +98,13 @@ def main(argv=None) -> int:
     if labelled:
         print(f"{correct}/{labelled} labelled inputs correct ({100 * correct / labelled:.1f}%)",
               file=sys.stderr)
+    if failed:
+        print(f"hccr-predict: {failed} of {total} inputs failed (see their ERROR lines)",
+              file=sys.stderr)
+        return 1
+    if not total:
+        print("hccr-predict: no input files found", file=sys.stderr)
+        return 1
     return 0
 
 
