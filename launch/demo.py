@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from beam_preprocess import cli_errors
+
 SIZES = {
     # classes, writers (one GNT file each), DGRL pages per writer, synthetic lines composed from
     # GNT samples (per split, 8-24 characters each), and how long each model trains.
@@ -26,6 +28,9 @@ SIZES = {
     "small": dict(classes=100, writers=10, samples_per_class=4, pages=2, synth_lines=2000,
                   epochs=15, crnn_epochs=10, crnn_steps=100),
 }
+# hccr-demo writes this file into every work directory it creates, and deletes (replaces) a
+# directory only when it finds the file there: never a directory it did not make.
+MARKER = ".hccr-demo"
 IMAGE_SIZE = 32  # the demo trains at 32x32 (and 32-pixel lines) to stay within minutes on a CPU
 VALIDATION_FRACTION = 0.2
 
@@ -79,6 +84,28 @@ def unseen_writer(raw: str) -> str:
     return held_out[0]
 
 
+def claim_workdir(workdir: str) -> None:
+    """Empties `workdir` for a new run when hccr-demo made it (its MARKER file is there) or
+    creates it; any other existing path is refused, untouched.
+
+    Raises:
+      cli_errors.UserError: `workdir` exists and hccr-demo did not make it.
+    """
+    if os.path.lexists(workdir):
+        if os.path.isdir(workdir) and not os.path.islink(workdir) and not os.listdir(workdir):
+            pass  # an empty directory holds nothing to lose
+        elif os.path.isdir(workdir) and not os.path.islink(workdir) and os.path.isfile(
+                os.path.join(workdir, MARKER)):
+            shutil.rmtree(workdir)
+        else:
+            raise cli_errors.UserError(
+                f"--workdir {workdir} exists and was not made by hccr-demo (no {MARKER} file "
+                f"in it): refusing to replace it; choose a new directory or remove it yourself")
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, MARKER), "w", encoding="utf-8") as f:
+        f.write("made by hccr-demo, which replaces this directory on its next run\n")
+
+
 def run_demo(workdir: str, size: str = "small", seed: int = 0, log=sys.stdout) -> dict:
     """Runs every stage of the demo into `workdir` and returns the summary.
 
@@ -92,8 +119,7 @@ def run_demo(workdir: str, size: str = "small", seed: int = 0, log=sys.stdout) -
         "clf_eval": ("eval", "classifier"), "crnn_eval": ("eval", "crnn"),
         "int8_eval": ("eval", "classifier-tflite-int8"), "export": ("export", "classifier"),
     }.items()}
-    shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(workdir)
+    claim_workdir(workdir)
     stages: list[Stage] = []
 
     def stage(name, *argv, capture=False):
@@ -174,15 +200,25 @@ def print_summary(summary: dict, log=sys.stdout) -> None:
     print(f"  total     {sum(s['seconds'] for s in summary['stages']):.0f} s", file=log)
 
 
+@cli_errors.entry_point("hccr-demo")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="hccr-demo",
+        prog="hccr-demo", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the whole pipeline on a synthetic dataset rendered from the installed "
-                    "CJK fonts, printing every command it runs.")
-    parser.add_argument("--workdir", default="demo_output", help="output directory (replaced)")
+                    "CJK fonts, printing every command it runs.",
+        epilog="""examples:
+  hccr-demo                                  the README demo (--size small, 5-7 minutes)
+  hccr-demo --size tiny --workdir /tmp/demo  every stage in about 1.5 minutes
+  hccr-demo --seed 1 --workdir runs/demo_seed1
+
+stages: synthesize writers (GNT + DGRL), inspect, preprocess chars and lines (Beam), train a
+classifier and a CRNN, evaluate, export (TFLite INT8, ONNX), evaluate INT8, predict.""")
+    parser.add_argument("--workdir", default="demo_output",
+                        help="output directory: created, or replaced when an earlier hccr-demo "
+                             f"made it (its {MARKER} file); any other directory is refused")
     parser.add_argument("--size", choices=sorted(SIZES), default="small",
                         help="dataset and training size: small (default, the README demo: both "
-                             "models learn, 6-7 minutes on 2 cores) or tiny (every stage "
+                             "models learn, 5-7 minutes on 2 cores) or tiny (every stage "
                              "in about 1.5 minutes, models not accurate)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

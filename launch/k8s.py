@@ -13,7 +13,7 @@ import yaml
 
 from launch import jobs
 from launch.jobs import LaunchError, TrainJob
-from launch.plan import FILE, Plan, Requirement, comments
+from launch.plan import FILE, Plan, Requirement, check_printable, comments
 from launch.render import nccl_env
 
 STRATEGIES = ("horovod", "multi_worker")
@@ -186,9 +186,30 @@ TFJOB_NOTES = [
 ]
 
 
+def _check_strings(value, where: str) -> None:
+    """Every string in a nested manifest (keys and values) must be printable."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_printable(key, f"{where} key")
+            _check_strings(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_strings(item, where)
+    elif isinstance(value, str):
+        check_printable(value, where)
+
+
 def to_yaml(manifest: dict, header: Sequence[str] = (),
             notes: Sequence[tuple[str, str]] = ()) -> str:
-    """The manifest as YAML, each part preceded by a comment saying what it is for."""
+    """The manifest as YAML, each part preceded by a comment saying what it is for.
+
+    Raises:
+      LaunchError: a key or value of the manifest, or a header line, holds a control
+        character (a newline would otherwise add YAML keys or end a comment).
+    """
+    _check_strings(manifest, "manifest")
+    for note in header:
+        check_printable(note, "header line")
     text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False, width=1000)
     out = []
     for note in header:  # the command that generated it stays on one line

@@ -70,3 +70,28 @@ def test_demo_sizes_are_documented_in_help(capsys):
         demo.main(["--help"])
     out = capsys.readouterr().out
     assert "tiny" in out and "small" in out
+
+
+def test_demo_replaces_only_a_directory_it_made(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    demo.claim_workdir(str(mine))  # created, and marked
+    (mine / "old-output.txt").write_text("from the last demo")
+    demo.claim_workdir(str(mine))  # marked: replaced
+    assert sorted(p.name for p in mine.iterdir()) == [demo.MARKER]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    demo.claim_workdir(str(empty))  # an empty directory holds nothing to lose
+    assert (empty / demo.MARKER).exists()
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work")
+    assert demo.main(["--workdir", str(theirs), "--size", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"hccr-demo: error: --workdir {theirs} exists and was not made by hccr-demo "
+                   f"(no {demo.MARKER} file in it): refusing to replace it; choose a new "
+                   f"directory or remove it yourself\n")
+    assert (theirs / "thesis.tex").read_text() == "years of work"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    assert demo.main(["--workdir", str(a_file)]) == 2 and a_file.read_text() == "keep"

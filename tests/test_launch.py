@@ -234,13 +234,20 @@ def test_multiworker_remote_hosts_use_ssh_and_this_hosts_name(tmp_path):
         render.multiworker_plan(JOB, hosts=["a:1"])
 
 
-def test_multiworker_runs_every_worker_with_its_tf_config(capfd):
-    code = "import os; print('TF_CONFIG', os.environ['TF_CONFIG'])"
-    assert cli.main(["multiworker", "--np", "2", "--", sys.executable, "-c", code]) == 0
-    out = capfd.readouterr().out
-    configs = sorted(json.loads(line.split(" ", 1)[1])["task"]["index"]
-                     for line in out.splitlines() if line.startswith("TF_CONFIG"))
-    assert configs == [0, 1]
+def test_multiworker_runs_every_worker_with_its_tf_config(tmp_path):
+    # Each worker writes its own file: two processes printing to one stdout may interleave
+    # their lines (this test once failed on a fresh clone that way).
+    code = ("import json, os, sys; config = os.environ['TF_CONFIG']; index = json.loads(config)"
+            "['task']['index']; open(os.path.join(sys.argv[1], f'worker-{index}.json'), 'w')"
+            ".write(config)")
+    assert cli.main(["multiworker", "--np", "2", "--", sys.executable, "-c", code,
+                     str(tmp_path)]) == 0
+    configs = [json.loads((tmp_path / f"worker-{index}.json").read_text())
+               for index in range(2)]
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": 0},
+                                            {"type": "worker", "index": 1}]
+    assert configs[0]["cluster"] == configs[1]["cluster"]
+    assert len(configs[0]["cluster"]["worker"]) == 2
 
 
 def test_multiworker_stops_when_a_worker_fails(capfd):
@@ -317,7 +324,8 @@ def test_slurm_horovod_mpi_script(capsys, fake_slurm):
                   "--set", "epochs=1", "--setup", "")
     assert _sbatch_options(out) == {
         "job-name": "hccr-smoke", "nodes": "2", "ntasks-per-node": "2", "gres": "gpu:2",
-        "cpus-per-task": "6", "time": "02:00:00", "output": "%x-%j.out", "partition": "gpu",
+        "cpus-per-task": "6", "time": "02:00:00", "output": "%x-%j.out",
+        "signal": "B:USR1@300", "requeue": "", "open-mode": "append", "partition": "gpu",
         "qos": "high"}
     assert "export NCCL_DEBUG=WARN" in out
     assert out.rstrip().endswith("# hccr-launch would run: sbatch hccr-smoke-horovod.sbatch")
@@ -348,7 +356,7 @@ def test_slurm_multiworker_tf_config_per_task(fake_slurm):
     assert records["SRUN"] == [["--kill-on-bad-exit=1"]]
     for index, record in enumerate(records["TRAIN"]):
         assert json.loads(record["tf_config"]) == {
-            "cluster": {"worker": ["node1:3333", "node2:3333"]},
+            "cluster": {"worker": ["node1:3333", "node2:3334"]},  # base port + task id
             "task": {"type": "worker", "index": index}}
         assert record["argv"] == TRAIN[1:] + ["--strategy", "multi_worker"]
     assert len(records["TRAIN"]) == 2
@@ -365,8 +373,8 @@ def test_slurm_submits_with_sbatch(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
     out = tmp_path / "keep" / "job.sbatch"
     assert cli.main(["slurm", "--config", "smoke", "--nodes", "2", "--out", str(out)]) == 0
-    # job-name, nodes, ntasks-per-node, time, output
-    assert f"SBATCH ['{out}'] 5" in capfd.readouterr().out
+    # job-name, nodes, ntasks-per-node, time, output, signal, requeue, open-mode
+    assert f"SBATCH ['{out}'] 8" in capfd.readouterr().out
     assert out.read_text().startswith("#!/bin/bash")
     assert os.access(out, os.X_OK)
 
@@ -549,11 +557,12 @@ def test_out_keeps_the_dry_run_text(tmp_path, capsys):
 # === The local horovodrun path, for real ===
 
 
-def test_local_horovodrun_runs_two_ranks(capfd):
-    code = "import os; print('RANK', os.environ['HOROVOD_RANK'], os.environ['HOROVOD_SIZE'])"
-    assert cli.main(["local", "--np", "2", "--", "python", "-c", code]) == 0
-    out = capfd.readouterr().out
-    assert "RANK 0 2" in out and "RANK 1 2" in out
+def test_local_horovodrun_runs_two_ranks(tmp_path):
+    # One file per rank, not horovodrun's merged stdout (whose lines can interleave).
+    code = ("import os, sys; rank = os.environ['HOROVOD_RANK']; open(os.path.join(sys.argv[1], "
+            "'rank-' + rank), 'w').write(rank + ' ' + os.environ['HOROVOD_SIZE'])")
+    assert cli.main(["local", "--np", "2", "--", "python", "-c", code, str(tmp_path)]) == 0
+    assert [(tmp_path / f"rank-{r}").read_text() for r in range(2)] == ["0 2", "1 2"]
 
 
 @pytest.mark.slow
@@ -568,8 +577,63 @@ def test_local_horovodrun_trains_the_smoke_config(tmp_path, capfd):
     assert cli.main(["local", "--np", "2", "--config", "smoke", "--data", data, "--workdir",
                      str(workdir), "--set", "epochs=1"]) == 0
     out = capfd.readouterr().out
-    results = [json.loads(line.split(":", 1)[1]) for line in out.splitlines()
-               if line.startswith(("[0]<stdout>:{", "[1]<stdout>:{"))]
+    # Each rank's JSON line, found wherever it starts: horovodrun merges the ranks' output,
+    # and one rank's line may begin on the same line as the other's.
+    decoder = json.JSONDecoder()
+    results = {}
+    for rank in ("0", "1"):
+        start = out.find(f"[{rank}]<stdout>:{{")
+        assert start >= 0, out[-3000:]
+        results[rank] = decoder.raw_decode(out, start + len(f"[{rank}]<stdout>:"))[0]
+    results = list(results.values())
     assert len(results) == 2
     assert all(r["strategy"] == "horovod" and r["num_replicas"] == 2 for r in results)
     assert (workdir / "final.keras").exists()
+
+
+# === Control characters never reach a script or manifest ===
+
+NEWLINE_VALUE = "runs/x\ntouch /tmp/pwned"
+
+
+@pytest.mark.parametrize("argv", [
+    ["local", "--config", "smoke", "--data", "d", "--workdir", NEWLINE_VALUE],
+    ["slurm", "--config", "smoke", "--data", "d", "--workdir", "w", "--partition",
+     "gpu\nrm -rf ~"],
+    ["slurm", "--config", "smoke", "--data", "d", "--workdir", "w", "--sbatch=--qos=high\necho"],
+    ["k8s", "--image", "img", "--config", "smoke", "--data", "d", "--workdir", "w",
+     "--namespace", "ns\nkind: Secret"],
+    ["k8s", "--image", "img\r", "--config", "smoke", "--data", "d", "--workdir", "w"],
+    ["local", "--config", "smoke", "--data", "d", "--workdir", "w", "--set", "epochs=1\x00"],
+    ["local", "--", "python", "-c", "print(1)\nprint(2)"],
+])
+def test_control_characters_are_refused_before_rendering(argv, capsys, tmp_path):
+    out = tmp_path / "job.txt"
+    assert cli.main(argv + ["--dry-run", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "contains the control character" in err, err
+
+
+def test_every_renderer_refuses_control_characters_itself():
+    bad = TrainJob(config="smoke", data="data/chars", workdir=NEWLINE_VALUE)
+    with pytest.raises(LaunchError, match=r"argument 'runs/x\\ntouch /tmp/pwned' contains the "
+                                          r"control character '\\n' at position 6"):
+        render.local_plan(bad, 2, False, 0)
+    with pytest.raises(LaunchError, match="contains the control character"):
+        slurm.slurm_plan(bad)
+    with pytest.raises(LaunchError, match="--partition 'a\\\\nb' contains"):
+        slurm.slurm_plan(JOB, partition="a\nb")
+    with pytest.raises(LaunchError, match="the command line"):
+        render.local_plan(JOB, 2, False, 0, origin="hccr-launch local\nrm -rf ~")
+    with pytest.raises(LaunchError, match="manifest.metadata.namespace 'ns\\\\nx' contains"):
+        k8s.k8s_plan(JOB, "img", namespace="ns\nx")
+    with pytest.raises(LaunchError, match="contains the control character"):
+        k8s.k8s_plan(bad, "img", strategy="multi_worker")
+    with pytest.raises(LaunchError, match="--setup line"):
+        render.local_plan(JOB, 2, False, 0, setup=["module load x\u2028rm -rf ~"])
+    # Printable values, spaces and quotes included, still render and stay quoted.
+    plan = render.local_plan(TrainJob(config="smoke", data="my data/it's", workdir="w"), 2,
+                             False, 0)
+    assert "'my data/it'\"'\"'s'" in plan.text

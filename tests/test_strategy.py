@@ -87,6 +87,34 @@ def test_mirrored_over_two_cpu_devices_matches_one_device(tmp_path):
         np.testing.assert_allclose(x, y, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_mirrored_batchnorm_statistics_agree_on_every_replica(tmp_path):
+    """hccr_resnet_tiny (BatchNorm) on 2 logical CPU devices: synchronized BatchNorm keeps the
+    moving statistics identical on both replicas; the control without it shows they drift
+    apart while the trainable weights still agree, and the log names the variables. (Two
+    processes: a second MirroredStrategy in one process aborts its collectives.)"""
+    data = tiny_data.write_chars(tmp_path / "data", num_classes=4, image_size=32, num_shards=1,
+                                 splits={"train": 64})
+    common = [HCCR_TRAIN, "--config", "smoke", "--data", data, "--precision", "float32",
+              "--strategy", "mirrored", "--set", "num_cpu_devices=2", "--set", "epochs=1",
+              "--set", "steps_per_epoch=2", "--set", "eval_split=", "--set", "eval_steps=0",
+              "--set", "per_replica_batch_size=8"]
+    synced = str(tmp_path / "synced")
+    run = _run(common + ["--workdir", synced])
+    m = _metrics(synced)
+    assert m["num_replicas"] == 2 and m["weights_in_sync"], m
+    assert m["trainable_in_sync"] and m["statistics_in_sync"] and m["replicas_differ_in"] == []
+    assert "differ" not in run.stderr
+
+    control = str(tmp_path / "control")
+    run = _run(common + ["--workdir", control, "--set", "sync_batchnorm=false"])
+    c = _metrics(control)
+    assert not c["weights_in_sync"] and c["trainable_in_sync"] and not c["statistics_in_sync"]
+    assert c["replicas_differ_in"] and all("moving_" in p for p in c["replicas_differ_in"]), c
+    assert "the replicas' statistics (non-trainable) differ: " in run.stderr
+    assert c["replicas_differ_in"][0] in run.stderr
+
+
 def _horovod_available():
     horovodrun = os.path.join(BIN, "horovodrun")
     if not os.path.exists(horovodrun):

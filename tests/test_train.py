@@ -63,8 +63,10 @@ def test_one_step_of_the_real_training_function(chars_dir, tmp_path):
     assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["val_loss"])
     assert metrics["global_batch_size"] == 16 and metrics["strategy"] == "one_device"
     for name in ("config.json", "run_info.json", "charset.txt", "model_info.json", "best.keras",
-                 "final.keras", "history.csv", "metrics.json", "checkpoints/checkpoint.json"):
+                 "final.keras", "history.csv", "metrics.json", "checkpoints/checkpoint.json",
+                 "curves.png"):
         assert os.path.exists(os.path.join(workdir, name)), name
+    assert os.listdir(os.path.join(workdir, "tensorboard")), "TensorBoard is on by default"
     assert configs.load(os.path.join(workdir, "config.json")) == config
     model = keras.models.load_model(os.path.join(workdir, "final.keras"), compile=False)
     assert model.output_shape == (None, 4)

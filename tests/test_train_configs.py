@@ -13,6 +13,49 @@ def test_every_preset_validates_and_documents_its_launch_command(name):
     assert isinstance(config, configs.Config)
     doc = configs.PRESETS[name].__doc__
     assert f"hccr-train --config {name}" in doc or "--config" in doc
+    # Model selection (best.keras, plateau, early stopping) never sees the test split.
+    assert config.eval_split == "validation", (name, config.eval_split)
+
+
+def test_every_field_has_a_rule_that_refuses_a_bad_value():
+    fields = [f.name for f in dataclasses.fields(configs.Config)]
+    assert sorted(configs.RULES) == sorted(fields)
+    base = configs.get_config("smoke")
+    for name in fields:
+        rule = configs.RULES[name]
+        assert rule.check(getattr(base, name)), name
+        bad = dataclasses.replace(base, **{name: rule.bad_example})
+        with pytest.raises(configs.ConfigError) as caught:
+            bad.validate()
+        message = str(caught.value)
+        assert caught.value.field == name and f"{name}=" in message and "allowed:" in message
+        assert "\n" not in message
+
+
+@pytest.mark.parametrize("assignment, expected", [
+    ("steps_per_epoch=-3", "steps_per_epoch=-3; allowed: an integer >= 0"),
+    ("learning_rate=nan", "learning_rate=nan; allowed: a finite number > 0"),
+    ("learning_rate=inf", "learning_rate=inf; allowed: a finite number > 0"),
+    ("checkpoint_every_steps=-1", "checkpoint_every_steps=-1; allowed: an integer >= 0"),
+    ("eval_steps=-5", "eval_steps=-5; allowed: an integer >= 0"),
+    ("dropout=7", "dropout=7.0; allowed: none (the model's default) or a number in [0, 1)"),
+    ("per_replica_batch_size=0", "per_replica_batch_size=0; allowed: an integer >= 1"),
+    ("momentum=1", "momentum=1.0; allowed: a number in [0, 1)"),
+    ("monitor=val_acc", "monitor='val_acc'; allowed: one of val_loss"),
+    ("eval_split=train", "eval_split='train'; allowed: a split other than train_split"),
+    ("aug_scale_min=1.2", "aug_scale_max=1.1; allowed: >= aug_scale_min=1.2"),
+    ("seed=-1", "seed=-1; allowed: an integer in [0, 4294967295]"),
+    ("line_bucket_boundaries=512,256", "line_bucket_boundaries=(512, 256); allowed: increasing"),
+])
+def test_cli_refuses_an_invalid_value_before_anything_runs(assignment, expected, capsys,
+                                                           tmp_path):
+    workdir = tmp_path / "never"
+    assert main.main(["--config", "smoke", "--data", str(tmp_path / "no-data"), "--workdir",
+                      str(workdir), "--set", assignment]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hccr-train: error: invalid config: "), err
+    assert expected in err
+    assert not workdir.exists()
 
 
 def test_override_converts_to_field_types():
@@ -34,7 +77,7 @@ def test_unknown_key_and_bad_values_fail_with_the_key():
         configs.override(configs.Config(), ["augment=maybe"])
     with pytest.raises(ValueError, match="key=value"):
         configs.override(configs.Config(), ["epochs"])
-    with pytest.raises(ValueError, match="optimizer must be one of"):
+    with pytest.raises(ValueError, match="optimizer='adagrad'; allowed: one of adam"):
         configs.override(configs.Config(), ["optimizer=adagrad"])
     with pytest.raises(ValueError, match="reduce_lr_on_plateau needs"):
         configs.override(configs.Config(), ["lr_schedule=cosine", "reduce_lr_on_plateau=true"])
@@ -65,3 +108,10 @@ def test_cli_rejects_an_unknown_key(capsys):
     assert main.main(["--config", "smoke", "--data", "x", "--workdir", "y",
                       "--set", "learnig_rate=1"]) == 2
     assert "learning_rate" in capsys.readouterr().err
+
+
+def test_every_preset_logs_to_tensorboard():
+    # TensorBoard is on by default; a preset may turn it off only with a reason in its docstring.
+    for name, make in configs.PRESETS.items():
+        config = make()
+        assert config.tensorboard or "tensorboard" in (make.__doc__ or "").lower(), name

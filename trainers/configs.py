@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -107,6 +109,10 @@ class Config:
     precision: str = "auto"  # auto: mixed_float16 on GPU, mixed_bfloat16 on CPU
     num_cpu_devices: int = 1  # logical CPU devices (Mirrored on CPU, for tests)
     horovod_allreduce: bool = True  # False only for the control experiment in the tests
+    # Mirrored / MultiWorker: BatchNorm computes its batch statistics over the global batch
+    # (an all-reduce per layer and step), so every replica's moving statistics stay identical.
+    # False only for the control experiment in the tests (and its cost in docs/benchmarks.md).
+    sync_batchnorm: bool = True
     jit_compile: bool | None = None  # XLA; None lets Keras decide (on for GPUs, off on CPU)
 
     # === Checkpoints and logs (chief only) ===
@@ -114,36 +120,195 @@ class Config:
     keep_checkpoints: int = 2
     tensorboard: bool = True
     save_final_model: bool = True
-    verbose: int = 2  # keras fit verbosity on the chief
+    # Keras fit verbosity on the chief: "auto" is a progress bar on a terminal and one line
+    # per epoch in logs and CI (callbacks.fit_verbosity); 0 silent, 1 bar, 2 line per epoch.
+    verbose: int | str = "auto"
 
     def validate(self) -> Config:
-        """Raises ValueError naming the first inconsistent field; returns self."""
-        choices = dict(dataset=DATASETS, optimizer=OPTIMIZERS, lr_schedule=LR_SCHEDULES,
-                       lr_scaling=LR_SCALINGS, strategy=STRATEGIES, precision=PRECISIONS)
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}. "
-                                 f"Received: {name}={getattr(self, name)!r}")
-        for name in ("per_replica_batch_size", "epochs", "num_cpu_devices", "keep_checkpoints",
-                     "aug_elastic_cell"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
-        if self.lr_schedule == "cosine" and self.reduce_lr_on_plateau:
-            raise ValueError("reduce_lr_on_plateau needs lr_schedule='constant' (a cosine "
-                             "schedule owns the learning rate). Received both.")
-        if not 0.0 < self.curriculum_start_fraction <= 1.0:
-            raise ValueError("curriculum_start_fraction must be in (0, 1]. Received: "
-                             f"{self.curriculum_start_fraction}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1). Received: "
-                             f"{self.label_smoothing}")
-        if self.aug_scale_min <= 0 or self.aug_scale_max < self.aug_scale_min:
-            raise ValueError(f"need 0 < aug_scale_min <= aug_scale_max. Received: "
-                             f"{self.aug_scale_min}, {self.aug_scale_max}")
-        return self
+        """Raises ConfigError (a ValueError) naming the first invalid field; returns self."""
+        return validate(self)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+
+# === Validation ===
+
+
+class ConfigError(ValueError):
+    """An invalid config value or combination; the message is one line naming the field(s),
+    the value(s) received and what is allowed."""
+
+    def __init__(self, field: str, value, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"invalid config: {field}={value!r}; allowed: {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What one field accepts: `check(value)` and the words that describe it."""
+    check: Callable[[object], bool]
+    allowed: str
+    bad_example: object  # a value the rule refuses (the tests walk every field with it)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _int(low: int, high: int | None = None, note: str = "") -> Rule:
+    allowed = (f"an integer >= {low}" if high is None else
+               f"an integer in [{low}, {high}]") + (f" ({note})" if note else "")
+    return Rule(lambda v: _is_int(v) and v >= low and (high is None or v <= high), allowed,
+                low - 1)
+
+
+def _real(low: float, high: float | None = None, *, low_open: bool = False,
+          high_open: bool = False, note: str = "") -> Rule:
+    """A finite number in the interval (NaN and infinities are always refused)."""
+    if high is None:
+        allowed = f"a finite number {'>' if low_open else '>='} {low:g}"
+    else:
+        allowed = (f"a number in {'(' if low_open else '['}{low:g}, {high:g}"
+                   f"{')' if high_open else ']'}")
+
+    def check(v):
+        return (_is_real(v) and (v > low if low_open else v >= low)
+                and (high is None or (v < high if high_open else v <= high)))
+    return Rule(check, allowed + (f" ({note})" if note else ""), float("nan"))
+
+
+def _optional(rule: Rule, note: str) -> Rule:
+    return Rule(lambda v: v is None or rule.check(v), f"none ({note}) or {rule.allowed}",
+                rule.bad_example)
+
+
+def _choice(options: tuple) -> Rule:
+    return Rule(lambda v: v in options, f"one of {', '.join(map(str, options))}",
+                "no-such-choice")
+
+
+_BOOL = Rule(lambda v: isinstance(v, bool), "true or false", "maybe")
+_SPLIT = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _split_name(optional: bool) -> Rule:
+    allowed = "a split name (letters, digits, _)" + (' or "" for none' if optional else "")
+    return Rule(lambda v: isinstance(v, str) and (bool(_SPLIT.match(v)) or (optional
+                                                                            and v == "")),
+                allowed, "no such/split")
+
+
+def _boundaries(value) -> bool:
+    return (isinstance(value, tuple) and all(_is_int(b) and b > 0 for b in value)
+            and list(value) == sorted(set(value)))
+
+
+MONITORS = tuple(f"{prefix}{name}" for prefix in ("val_", "")
+                 for name in ("loss", "accuracy", "top5"))
+
+RULES: dict[str, Rule] = {
+    # === Data ===
+    "dataset": _choice(DATASETS),
+    "train_split": _split_name(optional=False),
+    "eval_split": _split_name(optional=True),
+    "shuffle_buffer": _int(1, note="records; 1 does not shuffle"),
+    "cache": _BOOL,
+    "line_bucket_boundaries": Rule(_boundaries, "increasing positive integers (pixels)",
+                                   (512, 256)),
+    # === Model ===
+    "model": Rule(lambda v: isinstance(v, str) and bool(re.fullmatch(r"[a-z0-9_]+", v)),
+                  "a model name (models.available_models())", ""),
+    "model_overrides": Rule(lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and k.isidentifier() for k in v), "a JSON object of builder "
+        "arguments", {"not an argument": 1}),
+    "l2": _optional(_real(0.0), "the model's default"),
+    "dropout": _optional(_real(0.0, 1.0, high_open=True), "the model's default"),
+    "bn_momentum": _optional(_real(0.0, 1.0, high_open=True), "the model's default"),
+    # === Optimization ===
+    "optimizer": _choice(OPTIMIZERS),
+    "learning_rate": _real(0.0, low_open=True),
+    "lr_scaling": _choice(LR_SCALINGS),
+    "momentum": _real(0.0, 1.0, high_open=True),
+    "lr_schedule": _choice(LR_SCHEDULES),
+    "cosine_alpha": _real(0.0, 1.0),
+    "warmup_epochs": _real(0.0),
+    "reduce_lr_on_plateau": _BOOL,
+    "plateau_factor": _real(0.0, 1.0, low_open=True, high_open=True),
+    "plateau_patience": _int(0),
+    "min_learning_rate": _real(0.0),
+    "early_stopping": _BOOL,
+    "early_stopping_patience": _int(0),
+    "monitor": _choice(MONITORS),
+    "label_smoothing": _real(0.0, 1.0, high_open=True),
+    "clipnorm": _real(0.0, note="0 disables clipping"),
+    "curriculum_start_fraction": _real(0.0, 1.0, low_open=True),
+    "curriculum_epochs": _int(0),
+    # === Schedule ===
+    "per_replica_batch_size": _int(1),
+    "epochs": _int(1),
+    "steps_per_epoch": _int(0, note="0: the whole training split per epoch"),
+    "eval_steps": _int(0, note="0: the whole evaluation split"),
+    "seed": _int(0, 2 ** 32 - 1),
+    # === Augmentation ===
+    "augment": _BOOL,
+    "aug_rotation": _real(0.0, 180.0, note="degrees"),
+    "aug_scale_min": _real(0.0, low_open=True),
+    "aug_scale_max": _real(0.0, low_open=True),
+    "aug_shift": _real(0.0, 0.5, note="fraction of the image side"),
+    "aug_noise_std": _real(0.0),
+    "aug_brightness": _real(0.0, 1.0),
+    "aug_elastic_alpha": _real(0.0, note="pixels; 0 disables it"),
+    "aug_elastic_cell": _int(1, note="pixels"),
+    # === Distribution and precision ===
+    "strategy": _choice(STRATEGIES),
+    "precision": _choice(PRECISIONS),
+    "num_cpu_devices": _int(1, 256),
+    "horovod_allreduce": _BOOL,
+    "sync_batchnorm": _BOOL,
+    "jit_compile": Rule(lambda v: v is None or isinstance(v, bool),
+                        "true, false or none (Keras decides)", "maybe"),
+    # === Checkpoints and logs ===
+    "checkpoint_every_steps": _int(0, note="0: at the end of every epoch"),
+    "keep_checkpoints": _int(1),
+    "tensorboard": _BOOL,
+    "save_final_model": _BOOL,
+    "verbose": Rule(lambda v: v == "auto" or (_is_int(v) and 0 <= v <= 2),
+                    "auto, 0 (silent), 1 (progress bar) or 2 (one line per epoch)", 3),
+}
+
+
+def validate(config: Config) -> Config:
+    """Checks every field against RULES, then the combinations; returns `config`.
+
+    Raises:
+      ConfigError: the first invalid field or combination, in one line.
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        rule = RULES[field.name]
+        if not rule.check(value):
+            raise ConfigError(field.name, value, rule.allowed)
+    if config.aug_scale_max < config.aug_scale_min:
+        raise ConfigError("aug_scale_max", config.aug_scale_max,
+                          f">= aug_scale_min={config.aug_scale_min!r}")
+    if config.lr_schedule == "cosine" and config.reduce_lr_on_plateau:
+        raise ConfigError("reduce_lr_on_plateau", True, "false with lr_schedule='cosine' "
+                          "(reduce_lr_on_plateau needs lr_schedule='constant': a cosine "
+                          "schedule owns the learning rate)")
+    if config.eval_split and config.eval_split == config.train_split:
+        raise ConfigError("eval_split", config.eval_split, f"a split other than train_split="
+                          f"{config.train_split!r} (or \"\" for none): model selection on "
+                          f"the training data selects nothing")
+    if config.reduce_lr_on_plateau and config.min_learning_rate >= config.learning_rate:
+        raise ConfigError("min_learning_rate", config.min_learning_rate,
+                          f"< learning_rate={config.learning_rate!r}")
+    return config
 
 
 # === Presets ===
@@ -156,7 +321,7 @@ def smoke() -> Config:
     """
     return Config(model="hccr_resnet_tiny", per_replica_batch_size=16, epochs=2,
                   steps_per_epoch=4, eval_steps=2, shuffle_buffer=256, checkpoint_every_steps=2,
-                  tensorboard=False, verbose=0)
+                  verbose=0)
 
 
 def demo() -> Config:
@@ -175,7 +340,7 @@ def demo() -> Config:
                   bn_momentum=0.9, per_replica_batch_size=32, epochs=15, learning_rate=3e-3,
                   lr_schedule="cosine", warmup_epochs=0.5, label_smoothing=0.1,
                   aug_rotation=8.0, aug_elastic_alpha=1.0, aug_noise_std=0.02,
-                  aug_brightness=0.1, shuffle_buffer=4096, cache=True, tensorboard=False,
+                  aug_brightness=0.1, shuffle_buffer=4096, cache=True,
                   monitor="val_accuracy")
 
 
@@ -186,8 +351,13 @@ def hwdb11() -> Config:
     to 0.4 after 2 warm-up epochs, cosine decay over 30 epochs; mixed_float16 with loss
     scaling. Expected: about 1 h on 8 A100s (not measured here: no GPU in CI).
 
+    Model selection (best.keras, early stopping) uses the "validation" split, which
+    `--validation-fraction 0.1` carves from the training writers (1001-1240) by writer id; the
+    test writers (1241-1300) stay untouched for `hccr-eval --split test`.
+
         hccr-preprocess --input 'HWDB1.1trn_gnt/*.gnt' --input 'HWDB1.1tst_gnt/*.gnt' \\
-            --output gs://bucket/hwdb11 --image-size 64
+            --split casia --validation-fraction 0.1 --output gs://bucket/hwdb11 \\
+            --image-size 64
         hccr-train --config hwdb11 --data gs://bucket/hwdb11 --workdir gs://bucket/runs/hwdb11
         # or one process per GPU:
         horovodrun -np 8 -H localhost:8 hccr-train --config hwdb11 --strategy horovod \\
@@ -195,7 +365,7 @@ def hwdb11() -> Config:
     """
     return Config(model="hccr_resnet_compact", per_replica_batch_size=128, epochs=30,
                   optimizer="sgd", learning_rate=0.05, momentum=0.9, lr_schedule="cosine",
-                  warmup_epochs=2, label_smoothing=0.1, clipnorm=5.0, eval_split="test",
+                  warmup_epochs=2, label_smoothing=0.1, clipnorm=5.0, eval_split="validation",
                   shuffle_buffer=50_000, monitor="val_accuracy",
                   checkpoint_every_steps=1000, early_stopping=True, early_stopping_patience=6)
 
@@ -213,16 +383,19 @@ def hwdb2_crnn() -> Config:
     """CRNN + CTC on HWDB2.x text lines, 64 pixels high, on 8 GPUs.
 
     Mild augmentation (a line tolerates less rotation than a character). Adam 3e-4 per replica
-    scaled by the replicas, ReduceLROnPlateau, early stopping on val_loss.
+    scaled by the replicas, ReduceLROnPlateau, early stopping on val_loss, all on a
+    validation split carved from the training writers (`--validation-fraction 0.1`), never on
+    the test writers.
 
         hccr-preprocess --task lines --input 'HWDB2.1Train/*.dgrl' --input \\
-            'HWDB2.1Test/*.dgrl' --output gs://bucket/hwdb2 --image-size 64
+            'HWDB2.1Test/*.dgrl' --split casia --validation-fraction 0.1 \\
+            --output gs://bucket/hwdb2 --image-size 64
         hccr-train --config hwdb2_crnn --data gs://bucket/hwdb2 --workdir runs/hwdb2
     """
     return Config(model="crnn", per_replica_batch_size=16, epochs=50, optimizer="adam",
                   learning_rate=3e-4, warmup_epochs=1, reduce_lr_on_plateau=True,
                   plateau_patience=3, early_stopping=True, early_stopping_patience=8,
-                  clipnorm=5.0, eval_split="test", aug_rotation=1.5, aug_scale_min=0.95,
+                  clipnorm=5.0, eval_split="validation", aug_rotation=1.5, aug_scale_min=0.95,
                   aug_scale_max=1.05, aug_shift=0.02, aug_elastic_alpha=1.0,
                   aug_elastic_cell=16, checkpoint_every_steps=500)
 
@@ -257,7 +430,7 @@ def demo_crnn() -> Config:
                   steps_per_epoch=100, eval_steps=20, learning_rate=3e-3,
                   lr_schedule="cosine", cosine_alpha=0.05, clipnorm=5.0, precision="float32",
                   augment=False, line_bucket_boundaries=(256, 384, 512, 640),
-                  shuffle_buffer=4096, cache=True, tensorboard=False)
+                  shuffle_buffer=4096, cache=True)
 
 
 def casia_sample() -> Config:
@@ -332,9 +505,14 @@ def _convert(name: str, text: str, hint) -> object:
     origin = typing.get_origin(hint)
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null", ""):
+        if type(None) in typing.get_args(hint) and text.lower() in ("none", "null", ""):
             return None
-        return _convert(name, text, args[0])
+        for arg in args[:-1]:  # `int | str`: an integer if it reads as one, else the text
+            try:
+                return _convert(name, text, arg)
+            except ValueError:
+                continue
+        return _convert(name, text, args[-1])
     if hint is bool:
         lowered = text.lower()
         if lowered in ("1", "true", "yes", "on"):

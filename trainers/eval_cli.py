@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from beam_preprocess import cli_errors
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -14,8 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a .keras model, a SavedModel, a TFLite or an ONNX file (or a "
                     "TensorRT engine on a GPU host) on a split of a preprocessed directory. "
                     "Classifiers: top-1/top-5 accuracy, weighted F1, per-class precision and "
-                    "recall (per_class.csv), most-confused pairs and a confusion heatmap "
-                    "(confusion.png). Line models: CER and line accuracy with greedy and beam "
+                    "recall (per_class.csv), most-confused pairs, a confusion heatmap "
+                    "(confusion.png) and real samples of each confused pair beside correct "
+                    "samples of the class they were taken for (confused_samples.png). Line "
+                    "models: CER and line accuracy with greedy and beam "
                     "decoding (errors.csv). Everything goes to OUT/report.json.",
         epilog="Example: hccr-eval --model export/tflite_int8/model.tflite --data data/chars "
                "--split test --out eval/int8")
@@ -36,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_errors.entry_point("hccr-eval")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or (args.max_examples is not None and args.max_examples < 1):
@@ -51,6 +56,7 @@ def main(argv=None) -> int:
                                      progress=not args.quiet, threads=args.threads)
     except (FileNotFoundError, ValueError, inference.ModelFormatError,
             MissingDependencyError) as err:
+        cli_errors.show_traceback(err)
         print(f"hccr-eval: {err}", file=sys.stderr)
         return 1
     evaluation.print_summary(report)

@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from beam_preprocess import cli_errors
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Exit statuses: every format exported; some failed; only TensorRT-style stages were
@@ -55,12 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_errors.entry_point("hccr-export")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from trainers import export, inference
     try:
         formats = export.parse_formats(args.formats)
     except ValueError as err:
+        cli_errors.show_traceback(err)
         print(f"hccr-export: {err}", file=sys.stderr)
         return 2
     inference.configure_tf_threads(args.threads)
@@ -73,6 +77,7 @@ def main(argv=None) -> int:
     try:
         report = export.export(args.model, args.data, args.out, config)
     except (FileNotFoundError, ValueError) as err:
+        cli_errors.show_traceback(err)
         print(f"hccr-export: {err}", file=sys.stderr)
         return 1
     print(export.summary_table(report))

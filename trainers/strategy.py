@@ -21,8 +21,15 @@ Kinds:
                 DistributedOptimizer silently skips the averaging; horovod/horovod#4290).
                 BatchNorm statistics are averaged before every evaluation, and every rank
                 evaluates the whole validation split, so all ranks take the same decisions.
-  auto          horovod under horovodrun/mpirun, multi_worker when TF_CONFIG names several
-                tasks, mirrored with several GPUs, else one_device.
+  auto          horovod under horovodrun/mpirun and in tasks srun started with an MPI plugin
+                (PMIx/PMI variables) or several tasks and no TF_CONFIG; multi_worker when
+                TF_CONFIG names several tasks; mirrored with several GPUs; else one_device.
+
+The world check: a launcher (horovodrun, mpirun, srun) says in every process how many it
+started. Before anything is written, `setup` compares that with the world the process joined
+(`hvd.size()`, the TF_CONFIG cluster) and stops with one line naming both numbers and the
+likely cause; a Horovod built without MPI under srun or mpirun otherwise trains every task
+alone, each writing the same work directory (see `check_world`).
 
 Every distribution-specific line below carries a comment saying which kind it serves.
 """
@@ -38,8 +45,70 @@ import keras
 import tensorflow as tf
 
 KINDS = ("one_device", "mirrored", "multi_worker", "horovod")
-# Environment variables set by horovodrun (Gloo or MPI) and mpirun in every rank.
-HOROVOD_RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+# Environment variables set by horovodrun (Gloo or MPI), mpirun and srun's MPI plugins
+# (--mpi=pmi2, --mpi=pmix) in every rank.
+HOROVOD_RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+# What a launcher started, innermost launcher first: horovodrun's own variables win over the
+# SLURM job's around it (a horovodrun inside an sbatch script sees the job's SLURM_NTASKS, and
+# the batch step has no SLURM_STEP_NUM_TASKS); srun sets SLURM_STEP_NUM_TASKS in its tasks only.
+LAUNCHER_SIZE_VARIABLES = (("HOROVOD_SIZE", "horovodrun"), ("OMPI_COMM_WORLD_SIZE", "mpirun"),
+                           ("PMI_SIZE", "the PMI launcher"), ("SLURM_STEP_NUM_TASKS", "srun"))
+# Present when an MPI launcher (mpirun, srun --mpi=pmix/pmi2) started the process.
+MPI_LAUNCH_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK")
+HOROVOD_MPI_REBUILD = ("rebuild Horovod with MPI (apt-get install libopenmpi-dev openmpi-bin, "
+                       "then HOROVOD_WITH_MPI=1 pip install --no-build-isolation --no-cache-dir "
+                       "--force-reinstall horovod==0.28.1; bash scripts/setup_env.sh does both)")
+
+
+class WorldMismatch(ValueError):
+    """The processes did not join the world their launcher started (one line says why)."""
+
+
+def launched_world(environ=None) -> tuple[int, str] | None:
+    """`(processes, launcher)` as the innermost launcher of this process says, or None when no
+    launcher variable is set (a process started by hand)."""
+    environ = os.environ if environ is None else environ
+    for name, launcher in LAUNCHER_SIZE_VARIABLES:
+        value = environ.get(name, "")
+        if value.isdigit():
+            return int(value), f"{launcher} ({name}={value})"
+    return None
+
+
+def check_world(kind: str, joined: int, environ=None, mpi_built: bool | None = None) -> None:
+    """Raises WorldMismatch when this process joined a world of `joined` processes but its
+    launcher started a different number.
+
+    Args:
+      kind: the resolved strategy kind.
+      joined: processes in the world this one joined (`hvd.size()`, TF_CONFIG's cluster; 1 for
+        one_device and mirrored).
+      environ: the environment (default os.environ).
+      mpi_built: horovod only: `hvd.mpi_built()`, to name the likely cause.
+    """
+    environ = os.environ if environ is None else environ
+    launched = launched_world(environ)
+    if launched is None or launched[0] == joined:
+        return
+    started, launcher = launched
+    mpi_launch = [name for name in MPI_LAUNCH_VARIABLES if name in environ]
+    if kind == "horovod" and mpi_built is False and mpi_launch:
+        cause = (f"Horovod is built without MPI, so under an MPI launcher ({mpi_launch[0]} is "
+                 f"set) every process forms its own world: {HOROVOD_MPI_REBUILD}, or launch "
+                 "with horovodrun --gloo")
+    elif kind == "horovod" and launcher.startswith("srun") and not mpi_launch:
+        cause = ("srun started the tasks without an MPI plugin, so Horovod cannot join them: "
+                 "srun --mpi=pmix (see `srun --mpi=list`), or horovodrun --gloo")
+    elif kind == "multi_worker":
+        cause = ("every process needs the same TF_CONFIG listing all of them, each with its own "
+                 "task index")
+    elif kind in ("one_device", "mirrored"):
+        cause = (f"--strategy {kind} trains in each process alone (all writing the same work "
+                 "directory): use --strategy horovod or multi_worker, or start one process")
+    else:
+        cause = "the processes did not all join one world (check the launcher's log)"
+    raise WorldMismatch(f"{launcher} started {started} process(es) but this one joined a "
+                        f"{kind} world of {joined}: {cause}")
 
 
 def detect() -> str:
@@ -49,6 +118,11 @@ def detect() -> str:
     cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
     if sum(len(tasks) for tasks in cluster.values()) > 1:
         return "multi_worker"
+    launched = launched_world()
+    if launched and launched[0] > 1:
+        # Several processes and no TF_CONFIG: only Horovod can join them (and check_world
+        # says why when it cannot), never one trainer per process on the same work directory.
+        return "horovod"
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return "mirrored"
     return "one_device"
@@ -141,6 +215,18 @@ class Distribution:
             return [_replica_digest(model, i) for i in range(local)]
         return [digest]
 
+    def replica_variable_digests(self, model: keras.Model) -> list[dict[str, str]]:
+        """Per replica, {variable path: sha256 of its value}: says which variables differ."""
+        if self.kind == "horovod":
+            import horovod.tensorflow as hvd
+            # Horovod: gather every rank's digests.
+            return list(hvd.allgather_object(_variable_digests(model, 0)))
+        if self.kind in ("mirrored", "multi_worker"):
+            # tf.distribute: one set per copy of the variables on this worker's devices.
+            local = self.strategy.num_replicas_in_sync // max(self.num_workers, 1)
+            return [_variable_digests(model, i) for i in range(local)]
+        return [_variable_digests(model, 0)]
+
     def agree(self, value: int) -> int:
         """The chief's value of `value` in every process (e.g. the step a run resumes from)."""
         if self.kind == "horovod":
@@ -148,6 +234,27 @@ class Distribution:
             return int(hvd.broadcast_object(value, root_rank=0))  # Horovod: rank 0's value
         # tf.distribute: workers read the same checkpoint files (shared storage).
         return value
+
+    def any_process(self, flag: bool) -> bool:
+        """Whether `flag` is true in any process; a collective every process must call at the
+        same point (it also serves as a barrier)."""
+        if self.kind == "horovod":
+            import horovod.tensorflow as hvd
+            # Horovod: the maximum over the ranks.
+            total = hvd.allreduce(tf.constant(int(flag), tf.int32), op=hvd.Max,
+                                  name="any_process")
+            return bool(int(total))
+        if self.kind == "multi_worker":
+            if "_sum_over_replicas" not in self.__dict__:
+                @tf.function  # eager collectives of MultiWorkerMirroredStrategy are slow
+                def sum_over_replicas(value):
+                    # tf.distribute: a sum over every replica of every worker.
+                    per_replica = self.strategy.run(tf.identity, args=(value,))
+                    return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                                axis=None)
+                self._sum_over_replicas = sum_over_replicas
+            return bool(int(self._sum_over_replicas(tf.constant(int(flag), tf.int32))))
+        return flag
 
     def describe(self) -> dict:
         return {"kind": self.kind, "num_replicas": self.num_replicas,
@@ -173,6 +280,18 @@ def _replica_digest(model: keras.Model, replica: int) -> str:
         copies = getattr(value, "values", None) or (value,)
         h.update(copies[min(replica, len(copies) - 1)].numpy().tobytes())
     return h.hexdigest()
+
+
+def _variable_digests(model: keras.Model, replica: int) -> dict[str, str]:
+    """{variable path: sha256 of the copy held by one local replica} (tf.distribute copies;
+    the value itself elsewhere)."""
+    digests = {}
+    for v in model.weights:
+        value = getattr(v, "value", v)
+        copies = getattr(value, "values", None) or (value,)
+        digests[v.path] = hashlib.sha256(
+            copies[min(replica, len(copies) - 1)].numpy().tobytes()).hexdigest()
+    return digests
 
 
 _ALLREDUCE_CLASSES: dict = {}
@@ -304,9 +423,11 @@ def setup(kind: str = "auto", *, num_cpu_devices: int = 1, allreduce: bool = Tru
         raise ValueError(f"strategy must be 'auto' or one of {KINDS}. Received: {kind!r}")
 
     if kind == "one_device":
+        check_world(kind, 1)  # not one process of several, all writing the same workdir
         return Distribution(kind, tf.distribute.get_strategy())
 
     if kind == "mirrored":
+        check_world(kind, 1)  # not one process of several, all writing the same workdir
         gpus = tf.config.list_logical_devices("GPU")
         cpus = tf.config.list_logical_devices("CPU")
         # tf.distribute: one replica per GPU, else per logical CPU device.
@@ -315,6 +436,10 @@ def setup(kind: str = "auto", *, num_cpu_devices: int = 1, allreduce: bool = Tru
         return Distribution(kind, strategy, num_replicas=strategy.num_replicas_in_sync)
 
     if kind == "multi_worker":
+        # tf.distribute: TF_CONFIG's cluster against the launcher's, before the strategy
+        # waits for workers that were never started.
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+        check_world(kind, sum(len(cluster.get(t, [])) for t in ("chief", "worker")))
         # tf.distribute: the cluster comes from TF_CONFIG; collectives over gRPC.
         strategy = _MultiWorkerMirroredStrategy()
         resolver = strategy.cluster_resolver
@@ -328,7 +453,8 @@ def setup(kind: str = "auto", *, num_cpu_devices: int = 1, allreduce: bool = Tru
                             num_workers=max(workers, 1), worker_index=index, is_chief=chief)
 
     import horovod.tensorflow as hvd
-    hvd.init()  # Horovod: join the ranks started by horovodrun
+    hvd.init()  # Horovod: join the ranks started by horovodrun, mpirun or srun --mpi
+    check_world(kind, hvd.size(), mpi_built=hvd.mpi_built())  # Horovod: the whole world
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         # Horovod: one GPU per process, chosen by the local rank.

@@ -9,7 +9,8 @@ What the work directory holds (written by the chief only):
     run_info.json      distribution, precision, batch sizes, learning rate, steps
     charset.txt        the classes, and model_info.json: what evaluation and export need
     checkpoints/       the resumable state (trainers/checkpoint.py); a rerun of the same
-                       command continues from it
+                       command continues from it, and refuses to when the data or the model
+                       changed (`restart=True` / hccr-train --restart starts over)
     best.keras         the best model so far by `config.monitor`
     final.keras        the model at the end of training
     history.csv        per-epoch metrics and learning rate; tensorboard/ the same for TensorBoard
@@ -34,7 +35,7 @@ from beam_preprocess.tfio import gfile  # tf.io.gfile with tensorflow-io's schem
 from trainers import augment as augment_lib
 from trainers import callbacks as callbacks_lib
 from trainers import checkpoint as checkpoint_lib
-from trainers import configs, input_pipeline, losses, precision, strategy
+from trainers import configs, curves, input_pipeline, losses, precision, preemption, strategy
 
 
 def _join(directory: str, name: str) -> str:
@@ -64,6 +65,72 @@ def open_data(config: configs.Config, data_dir: str) -> input_pipeline.DataSourc
     if config.dataset == "mnist":
         return input_pipeline.open_digits(data_dir, seed=config.seed)
     return input_pipeline.open_preprocessed(data_dir)
+
+
+def check_data(config: configs.Config, source: input_pipeline.DataSource,
+               data_dir: str) -> None:
+    """Refuses a run that cannot do what the config asks, before anything is written.
+
+    Raises:
+      ValueError: a split that does not exist (naming those that do), an empty training
+        split, an empty evaluation split that was asked for, an unknown model, a model that
+        does not fit the data's task, or a monitor the task does not report.
+    """
+    where = data_dir if config.dataset == "preprocessed" else f"mnist data {data_dir!r}"
+    for field in ("train_split", "eval_split"):
+        split = getattr(config, field)
+        if split and split not in source.counts:
+            raise input_pipeline.MissingSplitError(split, sorted(source.counts), where)
+    if source.counts[config.train_split] < 1:
+        raise ValueError(f"{where}: split {config.train_split!r} (train_split) has 0 "
+                         f"examples: nothing to train on")
+    if config.eval_split and source.counts[config.eval_split] < 1:
+        raise ValueError(f"{where}: split {config.eval_split!r} (eval_split) has 0 examples; "
+                         f"choose another split or --set eval_split= to evaluate nothing")
+    if config.model not in models.available_models():
+        raise ValueError(f"invalid config: model={config.model!r}; allowed: one of "
+                         f"{', '.join(models.available_models())}")
+    if models.is_sequence_model(config.model) != (source.task == "lines"):
+        raise ValueError(f"model {config.model!r} does not fit task {source.task!r} of "
+                         f"{where}: lines need a CRNN, characters a classifier")
+    if source.task == "lines" and not config.monitor.endswith("loss"):
+        raise ValueError(f"invalid config: monitor={config.monitor!r}; allowed for text lines: "
+                         f"val_loss or loss (a CRNN reports no accuracy while training)")
+
+
+def data_contract(config: configs.Config, source: input_pipeline.DataSource) -> dict:
+    """What a checkpoint is only valid for: the data's classes, image size and task, and the
+    model (see `checkpoint_lib.check_contract`)."""
+    return {"task": source.task, "model": config.model,
+            "model_overrides": dict(config.model_overrides),
+            "num_classes": source.num_classes, "image_height": source.image_height,
+            "image_width": source.image_width,
+            "charset_sha256": source.charset.sha256() if source.charset is not None else None}
+
+
+def synchronize_batchnorm(model: keras.Model) -> int:
+    """Mirrored / MultiWorker: every BatchNormalization layer computes its statistics over the
+    global batch (an all-reduce per layer and step), so the moving statistics, updated from
+    them, stay identical on every replica. Returns the number of layers."""
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.synchronized = True  # read at every training call
+    return len(layers)
+
+
+def replicas_in_sync(model: keras.Model, digests: list[dict[str, str]]) -> dict:
+    """Compares the replicas' variables: trainable weights and statistics separately.
+
+    Returns:
+      {"trainable_in_sync", "statistics_in_sync": bools, "differing": [variable paths]}.
+    """
+    trainable = {v.path for v in model.trainable_weights}
+    differing = sorted(path for path in digests[0]
+                       if len({d.get(path) for d in digests}) > 1)
+    return {"trainable_in_sync": not any(p in trainable for p in differing),
+            "statistics_in_sync": not any(p not in trainable for p in differing),
+            "differing": differing}
 
 
 def create_model(config: configs.Config, source: input_pipeline.DataSource) -> keras.Model:
@@ -170,10 +237,16 @@ def write_companions(workdir: str, config: configs.Config,
 
 
 def _write_json(path: str, payload: dict) -> None:
-    from beam_preprocess.fileio import open_binary
-    with open_binary(path, "wb") as f:
-        f.write((json.dumps(payload, indent=1, sort_keys=True, default=str) + "\n")
-                .encode("utf-8"))
+    checkpoint_lib.write_atomically(
+        path, (json.dumps(payload, indent=1, sort_keys=True, default=str) + "\n")
+        .encode("utf-8"))
+
+
+def save_model_atomically(model: keras.Model, path: str) -> None:
+    """`model.save(path)` under a temporary name, renamed into place when complete."""
+    partial = path[:-len(".keras")] + ".partial.keras"
+    model.save(partial)
+    gfile().rename(partial, path, overwrite=True)
 
 
 def monitor_and_mode(config: configs.Config, has_eval: bool) -> tuple[str, str]:
@@ -234,7 +307,7 @@ def create_callbacks(config: configs.Config, dist: strategy.Distribution, workdi
 
 
 def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
-                       extra_callbacks: list | None = None) -> dict:
+                       extra_callbacks: list | None = None, restart: bool = False) -> dict:
     """Trains `config` on `data_dir`, resuming from `workdir`'s checkpoint if there is one.
 
     Args:
@@ -243,6 +316,9 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
         tensorflow-io). Only the chief writes to it; every process reads its checkpoint.
       data_dir: a preprocessed directory, or for `dataset="mnist"` an mnist.npz / "digits".
       extra_callbacks: Keras callbacks run after all of the trainer's (every process).
+      restart: start over: ignore and delete `workdir`'s checkpoints. Without it a run
+        resumes from them, and refuses to when they were made for other data or another
+        model (the data contract).
 
     Returns:
       The final metrics: last epoch's training and validation metrics, the best value of
@@ -251,6 +327,10 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
 
     Raises:
       FloatingPointError: the loss became NaN or infinite (the message names the step).
+      ValueError: the config, the data or the checkpoint cannot make this run (a missing or
+        empty split, a checkpoint of other data: `check_data`,
+        `checkpoint_lib.ContractError`); nothing is written.
+      checkpoint_lib.CheckpointError: checkpoints exist but none can be restored.
     """
     start = time.time()
     config.validate()
@@ -261,6 +341,12 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
     keras.utils.set_random_seed(config.seed)
 
     source = open_data(config, data_dir)
+    check_data(config, source, data_dir)
+    contract = data_contract(config, source)
+    checkpoint_dir = _join(workdir, "checkpoints")
+    if not restart:
+        checkpoint_lib.check_contract(checkpoint_lib.newest_state(checkpoint_dir), contract,
+                                      checkpoint_dir)
     global_batch = config.per_replica_batch_size * dist.num_replicas
     spe = steps_per_epoch(config, source, global_batch)
     total_steps = spe * config.epochs
@@ -279,6 +365,9 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
          f"{policy}; batch {config.per_replica_batch_size}/replica, {global_batch} global; "
          f"{spe} steps/epoch x {config.epochs}; peak learning rate {peak_lr:g}", dist)
     if dist.is_chief:
+        if restart:
+            _log(f"--restart: deleting {checkpoint_dir}", dist)
+            checkpoint_lib.clear(checkpoint_dir)
         gfile().makedirs(workdir)
         configs.save(config, _join(workdir, "config.json"))
         _write_json(_join(workdir, "run_info.json"), run_info)
@@ -308,6 +397,9 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
     # === Model and optimizer ===
     with dist.scope():
         model = create_model(config, source)
+        if (config.sync_batchnorm and dist.kind in ("mirrored", "multi_worker")
+                and dist.num_replicas > 1):
+            synchronize_batchnorm(model)  # tf.distribute: one set of statistics per step
         optimizer = create_optimizer(config, dist, policy, total_steps=total_steps,
                                      warmup_steps=warmup_steps)
         compile_model(model, optimizer, config, source, dist)
@@ -316,11 +408,10 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
 
     # === Callbacks ===
     ckpt = checkpoint_lib.ResumableCheckpoint(
-        _join(workdir, "checkpoints"), steps_per_epoch=spe,
-        every_steps=config.checkpoint_every_steps, keep=config.keep_checkpoints,
-        write=dist.is_chief)
+        checkpoint_dir, steps_per_epoch=spe, every_steps=config.checkpoint_every_steps,
+        keep=config.keep_checkpoints, write=dist.is_chief, contract=contract)
     with dist.scope():
-        start_step = dist.agree(ckpt.restore(model))
+        start_step = dist.agree(0 if restart else ckpt.restore(model))
     ckpt.step = start_step
     if start_step:
         _log(f"resuming from step {start_step} (epoch {start_step // spe + 1}, batch "
@@ -334,10 +425,14 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
         config, dist, workdir, ckpt, throughput, start_step=start_step, steps_per_epoch=spe,
         warmup_steps=warmup_steps, peak_lr=peak_lr, curriculum=curriculum,
         num_classes=source.num_classes, has_eval=eval_ds is not None)
+    # A stop signal (SLURM's USR1 before the time limit, SIGTERM on requeue or preemption):
+    # checkpoint at the next step and raise preemption.Preempted (hccr-train exits 75).
+    guard = preemption.PreemptionGuard(dist, ckpt)
+    callback_list.append(guard)
     callback_list += list(extra_callbacks or [])
 
     # === Training: the rest of an interrupted epoch first, then whole epochs ===
-    verbose = config.verbose if dist.is_chief else 0
+    verbose = callbacks_lib.fit_verbosity(config.verbose) if dist.is_chief else 0
     history: dict = {}
     epoch, step_in_epoch = divmod(start_step, spe)
     fits = []
@@ -347,7 +442,7 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
     if epoch < config.epochs:
         fits.append((epoch, config.epochs, spe))
     for initial_epoch, end_epoch, steps in fits:
-        with _finite_eval_quiet():
+        with _finite_eval_quiet(), guard.installed(), source.naming_damaged_shards():
             result = model.fit(train_ds, epochs=end_epoch, initial_epoch=initial_epoch,
                                steps_per_epoch=steps, validation_data=eval_ds, shuffle=False,
                                callbacks=callback_list, verbose=verbose)
@@ -359,10 +454,19 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
     # === Final metrics ===
     final = {key: float(values[-1]) for key, values in history.items() if values}
     if eval_ds is not None and not any(k.startswith("val_") for k in final):
-        with _finite_eval_quiet():
+        with _finite_eval_quiet(), source.naming_damaged_shards():
             evaluated = model.evaluate(eval_ds, verbose=0, return_dict=True)
         final.update({f"val_{k}": float(v) for k, v in evaluated.items()})
     digests = dist.replica_weight_digests(model)
+    sync = replicas_in_sync(model, dist.replica_variable_digests(model))
+    if sync["differing"]:
+        kinds = [name for name, ok in (("trainable weights", sync["trainable_in_sync"]),
+                                       ("statistics (non-trainable)",
+                                        sync["statistics_in_sync"])) if not ok]
+        _log(f"warning: the replicas' {' and '.join(kinds)} differ: "
+             f"{', '.join(sync['differing'][:8])}"
+             + (f" and {len(sync['differing']) - 8} more" if len(sync["differing"]) > 8
+                else ""), dist)
     metrics = dict(final)
     metrics.update({
         "step": ckpt.step,
@@ -374,6 +478,9 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
         "seconds": time.time() - start,
         "replica_weight_digests": digests,
         "weights_in_sync": len(set(digests)) == 1,
+        "trainable_in_sync": sync["trainable_in_sync"],
+        "statistics_in_sync": sync["statistics_in_sync"],
+        "replicas_differ_in": sync["differing"],
         **{k: run_info[k] for k in ("per_replica_batch_size", "global_batch_size",
                                     "steps_per_epoch", "precision", "parameters")},
         "strategy": dist.kind,
@@ -384,9 +491,12 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
         metrics[f"best_{monitor}"] = float(max(values) if mode == "max" else min(values))
     if dist.is_chief:
         if config.save_final_model:
-            model.save(_join(workdir, "final.keras"))
+            save_model_atomically(model, _join(workdir, "final.keras"))
         _write_json(_join(workdir, "metrics.json"), metrics)
         _write_json(_join(workdir, "run_info.json"), run_info)
+        if gfile().exists(_join(workdir, "history.csv")):  # absent when no epoch ended
+            curves.write_curves(_join(workdir, "history.csv"), _join(workdir, "curves.png"),
+                                steps_per_epoch=spe)
     summary = ", ".join(f"{k}={v:.4f}" for k, v in final.items()
                         if isinstance(v, float) and math.isfinite(v))
     _log(f"done at step {ckpt.step}: {summary}; {throughput.images_per_second:.1f} images/s",
