@@ -18,8 +18,10 @@ import os
 import shlex
 import sys
 
+from beam_preprocess import cli_errors
 from launch import beam, jobs, k8s, render, run, slurm
 from launch.jobs import LaunchError, TrainJob
+from launch.plan import check_printable
 
 PROG = "hccr-launch"
 
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Render and run hccr jobs: Horovod on this machine or several, "
                     "MultiWorkerMirroredStrategy, SLURM, Kubernetes (Kubeflow MPIJob/TFJob), "
-                    "and the Beam preprocessing job on Dataflow, Flink or Spark.",
+                    "and the Beam preprocessing job on Dataflow, Flink, Spark or Dask.",
         epilog=__doc__.split("\n\n", 1)[1])
     sub = parser.add_subparsers(dest="launcher", required=True, metavar="LAUNCHER")
 
@@ -129,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
                    help="an extra #SBATCH option, e.g. --sbatch=--qos=high (repeatable)")
     p.add_argument("--srun-mpi", default="pmix", help="srun --mpi= plugin for --mpi (pmix)")
+    p.add_argument("--signal-seconds", type=int, default=slurm.DEFAULT_SIGNAL_SECONDS,
+                   metavar="S",
+                   help="SLURM sends USR1 this long before --time; the trainer checkpoints "
+                        "and the job requeues itself (default %(default)s; 0: neither)")
     p.add_argument("--port", type=int, default=render.DEFAULT_PORT,
                    help="multi_worker: the workers' port")
     _mode_flags(p, default_mpi=True)
@@ -153,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(p)
     _output_flags(p, setup=False)
 
-    p = sub.add_parser("beam", help="the preprocessing job on Dataflow, Flink, Spark or local")
+    p = sub.add_parser("beam", help="the preprocessing job on Dataflow, Flink, Spark, Dask or "
+                                    "local")
     p.add_argument("runner", choices=beam.RUNNERS)
     p.add_argument("--input", action="append", default=[], metavar="GLOB", required=True,
                    help="input files (repeatable), as hccr-preprocess --input")
@@ -165,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--region")
     g.add_argument("--temp-location", metavar="GS_URL")
     g.add_argument("--num-workers", type=int,
-                   help="Dataflow's initial workers; direct: local worker processes")
+                   help="Dataflow's initial workers; direct: local worker processes; dask: "
+                        "--nworkers of the rendered `dask worker` command")
     g.add_argument("--max-num-workers", type=int)
     g.add_argument("--machine-type")
     g.add_argument("--setup-file", help="default: this repository's setup.py")
@@ -178,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "EXTERNAL with --worker-pool, else LOOPBACK)")
     g.add_argument("--worker-pool", metavar="HOST:PORT", help="EXTERNAL worker pool address")
     g.add_argument("--parallelism", type=int)
+    g = p.add_argument_group("dask")
+    g.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                   help=f"the Dask scheduler (default tcp://localhost:{beam.DEFAULT_DASK_PORT})")
     p.add_argument("--image", help="SDK container with hccr installed (Dataflow: "
                                    "--sdk_container_image; Flink/Spark: DOCKER environment); "
                                    "launch/docker/Dockerfile builds one")
@@ -206,8 +217,14 @@ def plan_from_args(args, command, origin: str):
             args.region, args.temp_location, args.image, args.num_workers,
             args.max_num_workers, args.machine_type, args.job_name, args.flink_master,
             args.spark_master, args.environment_type, args.worker_pool, args.parallelism,
-            args.setup_file, setup, origin)
+            args.setup_file, setup, origin, dask_address=args.dask_address)
     job = _job(args, command)
+    horovod = args.launcher in ("local", "horovod") or (
+        args.launcher == "slurm" and args.strategy == "horovod")
+    if horovod and getattr(args, "setup", None) is None:
+        # The script activates this environment, so its Horovod must run the mode asked for.
+        # With --setup the script brings its own environment, which cannot be checked here.
+        run.check_horovod_mode(args.mpi, run.horovod_build())
     common = {"network_interface": args.network_interface, "origin": origin}
     if args.launcher == "local":
         return render.local_plan(job, args.np, args.mpi, args.gpus_per_node, setup=setup,
@@ -226,12 +243,13 @@ def plan_from_args(args, command, origin: str):
             job, args.strategy, args.nodes, args.gpus_per_node, args.tasks_per_node,
             args.cpus_per_task, args.time, args.partition, args.account, args.job_name,
             args.mpi, args.srun_mpi, args.port, extra_sbatch=args.sbatch, setup=setup,
-            **common)
+            signal_seconds=args.signal_seconds, **common)
     return k8s.k8s_plan(job, args.image, args.strategy, args.nodes, args.gpus_per_node,
                         args.slots_per_worker, args.namespace, args.name, args.mpi, pvcs=args.pvc,
                         **common)
 
 
+@cli_errors.entry_point("hccr-launch")
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
@@ -242,6 +260,8 @@ def main(argv=None) -> int:
     kept = [word for word in argv if word != "--dry-run"]
     origin = shlex.join([PROG] + kept + (["--"] + command if command else []))
     try:
+        for word in argv + command:  # every value may end up in a script or manifest
+            check_printable(word, "argument")
         plan = plan_from_args(args, command, origin)
         if args.dry_run:
             if args.out:

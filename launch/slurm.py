@@ -6,7 +6,15 @@ the training on every allocated node, the distribution derived from SLURM's envi
 - Horovod over Gloo: a hostfile is written from SLURM_JOB_NODELIST (`scontrol show
   hostnames`) and horovodrun, on the first node, starts every rank over ssh.
 - MultiWorkerMirroredStrategy: one task per node; each builds its TF_CONFIG from the node
-  list, a port, and its SLURM_PROCID.
+  list and its SLURM_PROCID, task i listening on base port + i (tasks that share a host, as
+  emulated nodes on one machine do, never collide).
+
+Preemption: the job asks SLURM for USR1 before its time limit (`--signal=B:USR1@N`) and is
+requeueable (`--requeue`). The batch shell traps USR1 and hands it to the training processes
+(srun forwards it to every task; under horovodrun the shell signals the ranks itself); the
+trainer checkpoints at its next step boundary and exits with `PREEMPTED_EXIT` (75), and the
+script then requeues the job, which resumes from that checkpoint. A requeue or preemption by
+SLURM sends SIGTERM to every process: the trainer does the same within SLURM's KillWait.
 """
 from __future__ import annotations
 
@@ -19,6 +27,8 @@ from launch.plan import (
     Plan,
     Raw,
     Requirement,
+    check_printable,
+    comments,
     format_command,
     header,
     script,
@@ -28,6 +38,9 @@ from launch.plan import (
 from launch.render import DEFAULT_PORT, nccl_lines, train_comment
 
 STRATEGIES = ("horovod", "multi_worker")
+# trainers.preemption.PREEMPTED_EXIT (not imported: rendering must not need TensorFlow).
+PREEMPTED_EXIT = 75
+DEFAULT_SIGNAL_SECONDS = 300
 
 # The per-task wrapper srun starts: `bash -c BODY hccr-task COMMAND...` runs BODY with the
 # training command as "$@", so the command needs no second level of quoting.
@@ -42,7 +55,55 @@ exec "$@"' hccr-task"""
 
 
 def _sbatch(option: str, value, comment: str) -> list[str]:
-    return [f"# {comment}", f"#SBATCH --{option}={value}"]
+    if value is None:
+        return [f"# {comment}", f"#SBATCH --{option}"]
+    return [f"# {comment}", f"#SBATCH --{option}={check_printable(value, '--' + option)}"]
+
+
+# Runs the launch command in the background so that the shell can take USR1, passes USR1 on
+# with forward_usr1, and requeues the job when the trainer exits with PREEMPTED_EXIT.
+_PREEMPTIBLE = """\
+{forward}
+stopping=0
+trap 'stopping=1; forward_usr1' USR1
+{command} &
+step=$!
+status=0
+wait "$step" || status=$?
+# A trapped signal ends `wait` early (status > 128): wait again for the step itself.
+while [ "$status" -gt 128 ] && kill -0 "$step" 2>/dev/null; do
+  status=0
+  wait "$step" || status=$?
+done
+# The trainer exits {code} after its checkpoint (srun passes that on; horovodrun reports 1).
+if [ "$status" -eq {code} ] || {{ [ "$stopping" = 1 ] && [ "$status" -ne 0 ]; }}; then
+  echo "hccr: stopped with a checkpoint after USR1; requeueing job $SLURM_JOB_ID"
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$status"
+"""
+_FORWARD_SRUN = """\
+# srun forwards USR1 to every task (each task execs the trainer).
+forward_usr1() {{
+  echo "hccr: USR1 (time limit near): the trainer checkpoints at its next step"
+  kill -USR1 "$step" 2>/dev/null || true
+}}"""
+_FORWARD_RANKS = """\
+# horovodrun does not forward USR1: signal the ranks on this node (the processes under it
+# with HOROVOD_RANK set); the trainers agree over Horovod on the step to stop at.
+forward_usr1() {{
+  echo "hccr: USR1 (time limit near): the trainer checkpoints at its next step"
+  local pids=("$step") i=0 child
+  while [ "$i" -lt "${{#pids[@]}}" ]; do
+    for child in $(pgrep -P "${{pids[$i]}}"); do pids+=("$child"); done
+    i=$((i + 1))
+  done
+  for child in "${{pids[@]:1}}"; do
+    if tr '\\0' '\\n' < "/proc/$child/environ" 2>/dev/null | grep -q '^HOROVOD_RANK='; then
+      kill -USR1 "$child" 2>/dev/null || true
+    fi
+  done
+}}"""
 
 
 def slurm_plan(job: TrainJob, strategy: str = "horovod", nodes: int = 1,
@@ -52,8 +113,13 @@ def slurm_plan(job: TrainJob, strategy: str = "horovod", nodes: int = 1,
                job_name: str | None = None, mpi: bool = True, srun_mpi: str = "pmix",
                port: int = DEFAULT_PORT, network_interface: str | None = None,
                extra_sbatch: Sequence[str] = (), setup: Sequence[str] = (),
-               origin: str | None = None) -> Plan:
-    """The sbatch script of a Horovod or MultiWorkerMirrored job on `nodes` nodes."""
+               origin: str | None = None,
+               signal_seconds: int = DEFAULT_SIGNAL_SECONDS) -> Plan:
+    """The sbatch script of a Horovod or MultiWorkerMirrored job on `nodes` nodes.
+
+    `signal_seconds`: SLURM sends USR1 this long before the time limit; the trainer then
+    checkpoints and the job requeues itself (0: no signal, no requeue).
+    """
     if strategy not in STRATEGIES:
         raise LaunchError(f"slurm --strategy must be one of {', '.join(STRATEGIES)}; "
                           f"Received: {strategy!r}")
@@ -95,12 +161,19 @@ def slurm_plan(job: TrainJob, strategy: str = "horovod", nodes: int = 1,
                          "CPU cores per task (the input pipeline's threads).")
     lines += _sbatch("time", time, "Wall-clock limit (HH:MM:SS or D-HH:MM:SS).")
     lines += _sbatch("output", "%x-%j.out", "Log file: %x is the job name, %j the job id.")
+    if signal_seconds:
+        lines += _sbatch("signal", f"B:USR1@{signal_seconds}",
+                         f"USR1 to this script {signal_seconds} s before the time limit: the "
+                         "trainer checkpoints and the job requeues.")
+        lines += _sbatch("requeue", None, "Requeueable: after USR1, a preemption or a node "
+                                          "failure it restarts and resumes.")
+        lines += _sbatch("open-mode", "append", "A restarted job appends to the same log.")
     if partition:
         lines += _sbatch("partition", partition, "The partition (queue).")
     if account:
         lines += _sbatch("account", account, "The account charged.")
     for extra in extra_sbatch:
-        lines += ["# Given with --sbatch.", f"#SBATCH {extra}"]
+        lines += ["# Given with --sbatch.", f"#SBATCH {check_printable(extra, '--sbatch')}"]
     lines += ["", "set -euo pipefail"]
     lines += setup_lines(setup)
     lines += nccl_lines(gpus_per_node, network_interface, horovod=horovod)
@@ -120,9 +193,9 @@ def slurm_plan(job: TrainJob, strategy: str = "horovod", nodes: int = 1,
             "(HOROVOD_WITH_MPI=1); `srun --mpi=list` shows what this cluster supports.\n"
             "Each task logs its place, then runs the training command (\"$@\").")
         lines += train_comment(job, "horovod", ranks)
-        lines.append(format_command(
+        lines += _launch(format_command(
             ["srun", f"--mpi={srun_mpi}", "--kill-on-bad-exit=1", "bash", "-c",
-             Raw(_HOROVOD_TASK)], argv))
+             Raw(_HOROVOD_TASK)], argv), _FORWARD_SRUN, signal_seconds)
     elif horovod:
         lines += section(
             "Hostfile: every allocated node, one slot per task",
@@ -140,24 +213,28 @@ def slurm_plan(job: TrainJob, strategy: str = "horovod", nodes: int = 1,
                     Raw('"$HOSTFILE"'), "--gloo"]
         if network_interface:
             launcher += ["--network-interface", network_interface]
-        lines.append(format_command(launcher, argv))
+        lines += _launch(format_command(launcher, argv), _FORWARD_RANKS, signal_seconds)
     else:
         lines += section(
             "TF_CONFIG: the same worker list on every task, each task its own index",
-            f"Worker i listens on the i-th node at port {port}; worker 0 (the first node) is "
-            "the chief.")
+            f"Worker i (SLURM_PROCID) listens on its node at port {port} + i, so workers "
+            "sharing a host never collide; worker 0 (the first node) is the chief.")
         lines += [f"PORT={port}",
                   'WORKERS=""',
-                  'for host in "${HOSTS[@]}"; do WORKERS="${WORKERS:+$WORKERS, }\\"$host:$PORT'
-                  '\\""; done',
+                  "task=0",
+                  'for host in "${HOSTS[@]}"; do',
+                  '  WORKERS="${WORKERS:+$WORKERS, }\\"$host:$((PORT + task))\\""',
+                  "  task=$((task + 1))",
+                  "done",
                   'export HCCR_WORKERS="$WORKERS"']
         lines += section(
             "Launch: one worker per node; it uses all of the node's GPUs",
             "srun starts one task per node; each sets TF_CONFIG with index SLURM_PROCID, logs "
             "it, then runs the training command (\"$@\").")
         lines += train_comment(job, "multi_worker", nodes * max(gpus_per_node, 1))
-        lines.append(format_command(
-            ["srun", "--kill-on-bad-exit=1", "bash", "-c", Raw(_WORKER_TASK)], argv))
+        lines += _launch(format_command(
+            ["srun", "--kill-on-bad-exit=1", "bash", "-c", Raw(_WORKER_TASK)], argv),
+            _FORWARD_SRUN, signal_seconds)
 
     requires = (Requirement("program", "sbatch",
                             "SLURM's sbatch submits the script: run this on a SLURM login "
@@ -165,3 +242,16 @@ def slurm_plan(job: TrainJob, strategy: str = "horovod", nodes: int = 1,
                             "there"),)
     return Plan("slurm", script(lines), jobs.file_stem("hccr", job.name, strategy) + ".sbatch",
                 ("sbatch", FILE), requires)
+
+
+def _launch(command: str, forward: str, signal_seconds: int) -> list[str]:
+    """The launch command, run so that USR1 reaches the trainer and a checkpointed stop
+    requeues the job (or run plainly when no signal is asked for)."""
+    if not signal_seconds:
+        return [command]
+    return comments(
+        f"Preemption: before the time limit SLURM sends USR1 to this script (--signal); it is "
+        f"passed on to the trainer, which saves a checkpoint at its next step and exits with "
+        f"{PREEMPTED_EXIT}; the job then requeues itself and resumes from that checkpoint.") \
+        + _PREEMPTIBLE.format(forward=forward.format(), command=command,
+                              code=PREEMPTED_EXIT).splitlines()
