@@ -5,7 +5,8 @@
 
 Own flags are parsed here; every other flag is a Beam pipeline option and passes through
 unchanged (`--runner DataflowRunner --project ... --region ... --temp_location gs://...`,
-`--runner FlinkRunner --flink_master ...`, `--runner SparkRunner ...`, `--s3_endpoint_url ...`).
+`--runner FlinkRunner --flink_master ...`, `--runner SparkRunner ...`, `--s3_endpoint_url ...`,
+`--runner DaskRunner --dask_client_address tcp://HOST:8786`: see runners.py for the short names).
 Inputs are globs on any Beam filesystem (local, gs://, s3://, hdfs:// with Beam's extras). The
 DirectRunner (the default) always runs Beam's FnApiRunner, honouring `--direct_num_workers`
 and `--direct_running_mode` (Beam's DirectRunner would otherwise try to download Prism).
@@ -21,22 +22,23 @@ Determinism: the driver plans the shards (whole files, balanced by size, see spl
 task writes one shard from its files in name order, so the same inputs and flags give
 byte-identical shards whatever the runner's worker count.
 
-Accounting: at the end the job reads metadata.json back, compares it with the Beam counters
-(and, with `--verify`, with the records actually in the shards and rejects files), prints a
-summary, and exits 1 unless read == written + rejected (+ pooled for synthetic lines).
+Accounting: at the end the job checks that every planned shard is there, reads metadata.json
+back, compares it with the Beam counters (and, with `--verify` or on a runner without counters
+such as Dask, with the records actually in the shards and rejects files), prints a summary, and
+exits 1 unless read == written + rejected (+ pooled for synthetic lines).
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import json
 import logging
 import os
 import shlex
-import struct
 import sys
 import tempfile
 import time
@@ -47,14 +49,15 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_preprocess import dgrl, gnt, schema, splits, transforms
+from beam_preprocess import cli_errors, dgrl, gnt, job_progress, runners, schema, splits, transforms
 from beam_preprocess.charset import Charset
+from beam_preprocess.errors import CasiaFormatError
 from beam_preprocess.fileio import has_scheme
 from beam_preprocess.tfrecords import COMPRESSIONS, iter_records
 from beam_preprocess.transforms import InputFile, JobConfig, ShardTask
 
 PROG = "hccr-preprocess"
-DEFAULT_CHARSETS = {"chars": "gb2312-1", "lines": "gb2312-1+lines"}
+DEFAULT_CHARSETS = {"chars": "gb2312-1", "lines": "gb2312+lines"}
 KINDS = {".gnt": "gnt", ".dgrl": "dgrl"}
 _SECRET_WORDS = ("secret", "token", "password", "credential")
 _BEAM_HYPHENATED = ("--job-server-timeout",)
@@ -75,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "into sharded TFRecords of tf.train.Examples, with charset.txt,\n"
                     "metadata.json and rejects/. Flags not listed here are Apache Beam pipeline\n"
                     "options and pass through unchanged (--runner, --direct_num_workers,\n"
-                    "--direct_running_mode, --s3_endpoint_url, Dataflow/Flink/Spark options).",
+                    "--direct_running_mode, --s3_endpoint_url, Dataflow/Flink/Spark options;\n"
+                    "--runner DaskRunner --dask_client_address tcp://HOST:PORT for Dask).",
         epilog="Examples:\n"
                "  hccr-preprocess --input 'HWDB1.1trn_gnt/*.gnt' --input 'HWDB1.1tst_gnt/*.gnt'"
                " --output out/hwdb11\n"
@@ -97,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=int, default=d.margin,
                    help=f"blank pixels around the ink ({d.margin})")
     p.add_argument("--charset", default=None,
-                   help="'gb2312-1' (chars default, 3755 classes), 'gb2312-1+lines' (lines "
-                        "default), 'data' (every character in the inputs, GB code order), or a "
-                        "charset file")
+                   help="'gb2312-1' (chars default, 3755 classes), 'gb2312+lines' (lines "
+                        "default: all 6763 GB2312 hanzi, ASCII and the GB2312 symbols, 7541 "
+                        "classes), 'gb2312' (6763), 'data' (every character in the inputs, GB "
+                        "code order), or a charset file")
     p.add_argument("--split", choices=splits.SPLIT_MODES, default="auto",
                    help="split by writer: 'casia' (HWDB1.1 writers 1001-1240 train, 1241-1300 "
                         "test; see splits.py), 'none' (all train), 'auto' (casia if every "
@@ -122,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the synthetic lines (0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the shards, rejects and metadata already in --output")
+    p.add_argument("--progress-seconds", type=float, default=job_progress.DEFAULT_INTERVAL_S,
+                   metavar="S",
+                   help="local runner: report files done, samples, rate and rejects on stderr "
+                        "every S seconds (in place on a terminal); 0: no progress lines "
+                        "(%(default)s)")
     p.add_argument("--verify", action="store_true",
                    help="after the job, count the records in every shard and rejects file and "
                         "check them against metadata.json")
@@ -190,35 +200,23 @@ def _match(pattern: str) -> list[tuple[str, int]]:
     return sorted(found.items())
 
 
-def sniff(path: str, kind: str) -> None:
-    """Checks that a file starts like a GNT or DGRL file.
+def sniff(path: str, kind: str, size: int) -> None:
+    """Checks that a file starts like a GNT or DGRL file, by the readers' own rules.
 
     Raises:
       InputError: naming the file and what is wrong with its first bytes.
     """
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        head = f.read(4096)
-    if kind == "gnt":
-        if not head:
-            return  # an empty GNT file holds no samples
-        if len(head) < gnt.HEADER_SIZE:
-            raise InputError(f"{path} is not a GNT file: {len(head)} bytes, shorter than one "
-                             f"sample header")
-        size, _, width, height = gnt.HEADER.unpack(head[:gnt.HEADER_SIZE])
-        if width == 0 or height == 0 or size != gnt.HEADER_SIZE + width * height:
-            raise InputError(f"{path} is not a GNT file: its first record's size field {size} "
-                             f"!= 10 + width {width} * height {height}")
-        return
-    if len(head) < dgrl.FIXED_HEADER_BYTES:
-        raise InputError(f"{path} is not a DGRL file: {len(head)} bytes, shorter than its header")
-    header_size, = struct.unpack("<I", head[:4])
-    if not dgrl.FIXED_HEADER_BYTES <= header_size <= min(len(head), dgrl.MAX_REASONABLE):
-        raise InputError(f"{path} is not a DGRL file: header size field {header_size} is "
-                         f"impossible")
-    code_length, bpp = struct.unpack("<HH", head[header_size - 4:header_size])
-    if code_length not in (1, 2, 4) or bpp != 8:
-        raise InputError(f"{path} is not a DGRL file: code length {code_length}, "
-                         f"{bpp} bits per pixel")
+        if kind == "gnt":
+            problem = gnt.start_problem(f.read(min(size, 1 << 16)), size)
+            if problem is not None:
+                raise InputError(f"{path} is not a GNT file: {problem}")
+            return
+        try:
+            dgrl.read_header(f, path, size)
+        except CasiaFormatError as err:
+            raise InputError(f"{path} is not a DGRL file: byte offset {err.offset}: "
+                             f"{err.reason}") from None
 
 
 def discover_inputs(args) -> tuple[list[InputFile], str, list[str]]:
@@ -268,7 +266,7 @@ def discover_inputs(args) -> tuple[list[InputFile], str, list[str]]:
                              f"(HWDB2.x) file name")
         kinds[path] = KINDS[ext]
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda p: sniff(p, kinds[p]), sorted(sized)))
+        list(pool.map(lambda p: sniff(p, kinds[p], sized[p]), sorted(sized)))
     try:
         if glob_split:
             assignment = splits.apply_validation_fraction(glob_split, args.validation_fraction)
@@ -342,8 +340,30 @@ def plan_tasks(files: Sequence[InputFile], num_shards: int, synth_lines: int
     return tasks, info, notes
 
 
+def check_output_dir(output: str) -> None:
+    """Refuses an `output` the job could not write: a URL whose scheme no installed Beam
+    filesystem serves, or a local path that is (or lies under) something other than a
+    directory."""
+    if has_scheme(output):
+        try:
+            FileSystems.get_filesystem(output)
+        except Exception:  # ValueError or BeamIOError, depending on the scheme
+            scheme = output.split("://", 1)[0]
+            raise InputError(f"--output {output}: no Beam filesystem for {scheme}:// is "
+                             f"installed here (apache-beam[gcp] serves gs://, [aws] s3://, "
+                             f"[hadoop] hdfs://, [azure] az://)") from None
+        return  # object stores have no files in the way of a prefix
+    path = os.path.abspath(output)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        what = "is a file" if path == os.path.abspath(output) else f"lies under the file {path}"
+        raise InputError(f"--output {output} {what}, not a directory")
+
+
 def prepare_output(output: str, overwrite: bool) -> None:
     """Refuses to mix with an earlier dataset in `output` unless `overwrite` (then deletes it)."""
+    check_output_dir(output)
     old = []
     for pattern in ("*.tfrecord*", schema.METADATA_FILE, schema.CHARSET_FILE,
                     f"{schema.REJECTS_DIR}/*.jsonl"):
@@ -382,6 +402,7 @@ class JobReport:
     problems: list
     notes: list
     seconds: float
+    counters_available: bool = True  # False: the runner keeps no Beam counters (DaskRunner)
 
     @property
     def ok(self) -> bool:
@@ -409,8 +430,13 @@ class JobReport:
             lines.append(f"  note: {note}")
         for problem in self.problems:
             lines.append(f"  ERROR: {problem}")
-        lines.append("  OK: every record read is in a shard or in rejects/" if self.ok else
-                     "  FAILED: the counts do not reconcile")
+        if not self.ok:
+            lines.append("  FAILED: the counts do not reconcile")
+        elif self.counters_available:
+            lines.append("  OK: every record read is in a shard or in rejects/")
+        else:
+            lines.append("  OK: every record read is in a shard or in rejects/ (counted in the "
+                         "written files: no Beam counters to cross-check)")
         return "\n".join(lines)
 
 
@@ -419,13 +445,14 @@ def _read_json(path: str) -> dict:
         return json.loads(f.read().decode("utf-8"))
 
 
-def query_counters(result) -> dict:
-    """The job's Beam counters (committed where the runner has them), summed over steps."""
+def query_counters(result) -> dict | None:
+    """The job's Beam counters (committed where the runner has them), summed over steps; None
+    when the runner keeps none (Beam's DaskRunner raises NotImplementedError)."""
+    from apache_beam.metrics.metric import MetricsFilter
     try:
-        from apache_beam.metrics.metric import MetricsFilter
         found = result.metrics().query(MetricsFilter().with_namespace(transforms.NAMESPACE))
-    except Exception:  # a runner without metrics support
-        return {}
+    except NotImplementedError:
+        return None
     totals = collections.Counter()
     for counter in found.get("counters", []):
         value = counter.committed if counter.committed is not None else counter.attempted
@@ -492,6 +519,59 @@ def verify_outputs(output: str, metadata: dict) -> list[str]:
     return problems
 
 
+def missing_outputs(output: str, tasks: Sequence[ShardTask], compression: str) -> list[str]:
+    """The planned shards and charset.txt that are not in `output` after the run, in words:
+    a runner that skipped a step leaves them out."""
+    found = set()
+    for split in sorted({t.split for t in tasks}):
+        found.update(os.path.basename(m.path.rstrip("/")) for m in FileSystems.match(
+            [transforms.join(output, schema.shard_pattern(split))])[0].metadata_list)
+    missing = sorted(name for name in {transforms.shard_name(t.split, t.index, t.count,
+                                                             compression) for t in tasks}
+                     if name not in found)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of {len(tasks)} planned shards are missing after the "
+                        f"run, e.g. {transforms.join(output, missing[0])}")
+    if not FileSystems.exists(transforms.join(output, schema.CHARSET_FILE)):
+        problems.append(f"{schema.CHARSET_FILE} was not written")
+    return problems
+
+
+def check_accounts(output: str, metadata: dict, counters: dict | None, verify: bool
+                   ) -> tuple[list[str], list[str]]:
+    """Reconciles metadata.json with itself and with the Beam counters; with `verify`, or when
+    the runner keeps no counters (`counters` None), with the records counted in the written
+    shards and rejects files.
+
+    Returns:
+      (problems, notes), each in words.
+    """
+    problems = reconcile(metadata, counters or {})
+    notes = []
+    if counters is None:
+        notes.append("the runner keeps no Beam counters, so the counter cross-check was not "
+                     "possible: reconciled with the records counted in the written shards and "
+                     "rejects files instead")
+    if verify or counters is None:
+        problems += verify_outputs(output, metadata)
+    return problems, notes
+
+
+def choose_runner(options: PipelineOptions) -> tuple[str | None, list[str]]:
+    """Resolves `--runner` (short names included, e.g. DaskRunner) into `options` and checks
+    that the runner can start; returns (the runner Beam loads or None for the local one, notes).
+    """
+    try:
+        path = runners.resolve_runner(options.view_as(StandardOptions).runner)
+        notes = runners.prepare_dask(options) if path == runners.DASK_RUNNER else []
+    except runners.RunnerError as err:
+        raise InputError(str(err)) from None
+    if path is not None:
+        options.view_as(StandardOptions).runner = path
+    return path, notes
+
+
 def _remove_temporaries(output: str) -> None:
     for pattern in (transforms.TMP_PREFIX + "*",
                     f"{schema.REJECTS_DIR}/{transforms.TMP_PREFIX}*"):
@@ -506,7 +586,7 @@ def _remove_temporaries(output: str) -> None:
 
 def build_pipeline(pipeline: beam.Pipeline, files: Sequence[InputFile],
                    tasks: Sequence[ShardTask], config: JobConfig, static: dict,
-                   charset_chars: Sequence[str] | None = None):
+                   charset_chars: Sequence[str] | None = None, progress_dir: str | None = None):
     """Adds the job's steps to `pipeline`.
 
     Args:
@@ -515,6 +595,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: Sequence[InputFile],
       config: what the workers need.
       static: the driver-side fields of metadata.json.
       charset_chars: the classes in order, or None to build the charset from the data.
+      progress_dir: a local directory for the workers' running totals (local runner), or None.
 
     Returns:
       The PCollection holding the metadata dict written to metadata.json.
@@ -527,7 +608,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: Sequence[InputFile],
                    | "DistributeFiles" >> beam.Reshuffle()
                    | "BuildCharset" >> transforms.BuildCharset())
     return (pipeline
-            | "WriteShards" >> transforms.WriteShards(tasks, config, charset)
+            | "WriteShards" >> transforms.WriteShards(tasks, config, charset, progress_dir)
             | "Summarize" >> beam.CombineGlobally(transforms.Summarize())
             | "WriteMetadata" >> beam.ParDo(transforms.WriteMetadataFn(config, static),
                                             beam.pvalue.AsSingleton(charset)))
@@ -545,8 +626,8 @@ def run(argv: Sequence[str] | None = None) -> JobReport:
     if args.image_size - 2 * args.margin < 1 or args.margin < 0:
         raise InputError(f"--image-size {args.image_size} leaves no room inside --margin "
                          f"{args.margin}")
-    if args.synth_lines < 0 or args.num_shards < 0:
-        raise InputError("--synth-lines and --num-shards cannot be negative")
+    if args.synth_lines < 0 or args.num_shards < 0 or args.progress_seconds < 0:
+        raise InputError("--synth-lines, --num-shards and --progress-seconds cannot be negative")
     if args.synth_lines and args.task != "lines":
         raise InputError("--synth-lines composes text lines: use it with --task lines")
     files, rule, patterns = discover_inputs(args)
@@ -564,6 +645,8 @@ def run(argv: Sequence[str] | None = None) -> JobReport:
                        margin=args.margin, compression=COMPRESSIONS[args.compression],
                        seed=args.seed, synth_line_chars=_parse_range(args.synth_line_chars))
     tasks, split_info, notes = plan_tasks(files, args.num_shards, args.synth_lines)
+    runner_path, runner_notes = choose_runner(options)
+    notes += runner_notes
     prepare_output(args.output, args.overwrite)
     static = {
         "splits": split_info,
@@ -575,37 +658,67 @@ def run(argv: Sequence[str] | None = None) -> JobReport:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
-    runner_name = options.view_as(StandardOptions).runner
     runner = None
-    if runner_name is None or runner_name.lower() in ("direct", "directrunner"):
+    if runner_path in (None, "DirectRunner"):
         if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
             # Local worker processes otherwise log every channel they open at INFO.
             options = PipelineOptions(beam_args + ["--default_sdk_harness_log_level=WARNING"])
         runner = local_runner(options)
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    build_pipeline(pipeline, files, tasks, config, static, None if named is None else named.chars)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with contextlib.ExitStack() as stack:
+        progress_dir = None
+        if runner is not None and args.progress_seconds > 0:
+            # The local runner returns only when the job is done: its workers (threads or
+            # processes on this machine) leave running totals in a local directory instead.
+            progress_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="hccr-progress-"))
+        elif runner is None and args.progress_seconds > 0:
+            print(f"{PROG}: {job_progress.runner_ui_hint(runner_path, options)}",
+                  file=sys.stderr, flush=True)
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        build_pipeline(pipeline, files, tasks, config, static,
+                       None if named is None else named.chars, progress_dir)
+        if runners.runs_last_step_only(runner_path):
+            try:
+                runners.check_last_step_needs_all(pipeline, runner_path)
+            except runners.RunnerError as err:
+                raise InputError(str(err)) from None
+        if progress_dir is not None:
+            stack.enter_context(job_progress.ProgressReporter(
+                progress_dir, len(files), args.progress_seconds, prefix=f"{PROG}: "))
+        result = pipeline.run()
+        result.wait_until_finish()
+    if runner_path == runners.DASK_RUNNER:
+        runners.close_dask_client(result)
 
-    metadata = _read_json(transforms.join(args.output, schema.METADATA_FILE))
     counters = query_counters(result)
-    problems = reconcile(metadata, counters)
-    if args.verify:
-        problems += verify_outputs(args.output, metadata)
+    problems = missing_outputs(args.output, tasks, config.compression)
+    metadata_path = transforms.join(args.output, schema.METADATA_FILE)
+    if not FileSystems.exists(metadata_path):
+        _remove_temporaries(args.output)
+        problems.append(f"{metadata_path} was not written: the runner did not run the job's "
+                        f"last step")
+        return JobReport(args.output, {}, counters or {}, problems, notes,
+                         time.monotonic() - start, counters is not None)
+    metadata = _read_json(metadata_path)
+    account_problems, account_notes = check_accounts(args.output, metadata, counters,
+                                                     args.verify)
+    problems += account_problems
+    notes += account_notes
     _remove_temporaries(args.output)
     if metadata["counts"].get("synth_missing"):
         notes.append(f"{metadata['counts']['synth_missing']} synthetic lines not made: their "
                      f"files had no usable sample")
-    return JobReport(args.output, metadata, counters, problems, notes,
-                     time.monotonic() - start)
+    return JobReport(args.output, metadata, counters or {}, problems, notes,
+                     time.monotonic() - start, counters is not None)
 
 
+@cli_errors.entry_point("hccr-preprocess")
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: 0 when every record is accounted for, 1 when not, 2 for bad input."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = run(argv)
     except InputError as err:
+        cli_errors.show_traceback(err)
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     print(report.summary(), flush=True)

@@ -1,5 +1,5 @@
 """Renders the preprocessing job (`hccr-preprocess`, an Apache Beam pipeline) for a runner:
-Dataflow, Flink, Spark, or Beam's local runner.
+Dataflow, Flink, Spark, a Dask cluster, or Beam's local runner.
 
 This machine runs the driver (`hccr-preprocess` itself), which submits the pipeline to the
 runner and waits. The Beam pipeline options are `hccr-preprocess`'s own pass-through flags;
@@ -25,9 +25,11 @@ from launch.plan import (
 )
 
 PROGRAM = "hccr-preprocess"
-RUNNERS = ("dataflow", "flink", "spark", "direct")
+RUNNERS = ("dataflow", "flink", "spark", "dask", "direct")
 ENVIRONMENTS = ("DOCKER", "EXTERNAL", "LOOPBACK", "PROCESS")
-DEFAULT_FLINK_PORT, DEFAULT_SPARK_PORT = 8081, 7077
+DEFAULT_FLINK_PORT, DEFAULT_SPARK_PORT, DEFAULT_DASK_PORT = 8081, 7077, 8786
+DASK_JOBQUEUE_URL = "https://jobqueue.dask.org"
+DASK_OPERATOR_URL = "https://kubernetes.dask.org"
 REPO_SETUP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "setup.py")
 
@@ -72,6 +74,41 @@ def _environment(environment_type: str | None, image: str | None,
     return flags, notes
 
 
+def _dask_address(address: str | None) -> tuple[str, str]:
+    """`host:port` or `tcp://host:port` -> (`tcp://host:port`, `host:port`)."""
+    address = address or f"tcp://localhost:{DEFAULT_DASK_PORT}"
+    if "://" not in address:
+        address = f"tcp://{address}"
+    scheme, _, rest = address.partition("://")
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if scheme != "tcp" or not host or not port.isdigit():
+        raise LaunchError(f"--dask-address takes tcp://HOST:PORT (the Dask scheduler). "
+                          f"Received: {address!r}")
+    return f"tcp://{host}:{port}", f"{host}:{port}"
+
+
+def _dask_cluster_notes(address: str, port: str, num_workers: int | None) -> list[str]:
+    """How to start the scheduler and the workers the job connects to, as comment text."""
+    nworkers = num_workers or 1
+    return [
+        "Start it before this script, with hccr installed where it runs (the same version as "
+        "here: the job refuses workers that run other hccr code, so restart them after an "
+        "update). Every worker reads input files and writes shards itself: --input and "
+        "--output must be paths that every worker sees (a shared filesystem, s3://, gs://).",
+        f"  dask scheduler --port {port}",
+        f"  dask worker {address} --nworkers {nworkers} --nthreads 1   # on each machine",
+        "One thread per worker process: the per-sample work is Python and holds the GIL. The "
+        "job gives each shard task its own Dask partition, so the shards spread over the "
+        "workers.",
+        f"On SLURM, dask-jobqueue starts the workers as batch jobs (SLURMCluster, "
+        f"{DASK_JOBQUEUE_URL}); on Kubernetes, the Dask operator runs the scheduler and "
+        f"workers (DaskCluster, {DASK_OPERATOR_URL}). Pass the scheduler's address as "
+        f"--dask-address.",
+        "Beam's DaskRunner keeps no counters: the job then counts the records in the written "
+        "shards and rejects files to reconcile.",
+    ]
+
+
 def beam_plan(runner: str, inputs: Sequence[str], output: str, task: str | None = None,
               extra: Sequence[str] = (), project: str | None = None, region: str | None = None,
               temp_location: str | None = None, image: str | None = None,
@@ -80,7 +117,8 @@ def beam_plan(runner: str, inputs: Sequence[str], output: str, task: str | None 
               flink_master: str | None = None, spark_master: str | None = None,
               environment_type: str | None = None, worker_pool: str | None = None,
               parallelism: int | None = None, setup_file: str | None = None,
-              setup: Sequence[str] = (), origin: str | None = None) -> Plan:
+              setup: Sequence[str] = (), origin: str | None = None,
+              dask_address: str | None = None) -> Plan:
     """The driver command of the Beam job on `runner`, as a commented bash script."""
     if runner not in RUNNERS:
         raise LaunchError(f"beam runner must be one of {', '.join(RUNNERS)}; "
@@ -99,6 +137,7 @@ def beam_plan(runner: str, inputs: Sequence[str], output: str, task: str | None 
                                                 ". in this repository)")]
     runner_flags: list[str] = []
     notes: list[str] = []
+    cluster_notes: list[str] = []
 
     if runner == "dataflow":
         missing = [flag for flag, value in (("--project", project), ("--region", region),
@@ -162,6 +201,19 @@ def beam_plan(runner: str, inputs: Sequence[str], output: str, task: str | None 
                                                     "program: install a JRE (11 or 17)"),
                      Requirement("endpoint", endpoint, f"the {what}: start the cluster, or "
                                                        "give its address")]
+    elif runner == "dask":
+        address, endpoint = _dask_address(dask_address)
+        runner_flags = ["--runner", "DaskRunner", "--dask_client_address", address]
+        title = "a Dask cluster"
+        cluster_notes = _dask_cluster_notes(address, endpoint.rpartition(":")[2], num_workers)
+        notes.append(f"This machine runs the driver; the Dask scheduler at {address} hands the "
+                     f"shard tasks to its workers.")
+        requires += [Requirement("module", "distributed",
+                                 "Beam's DaskRunner needs Dask: pip install 'apache-beam[dask]'"),
+                     Requirement("endpoint", endpoint,
+                                 f"the Dask scheduler: start it with `dask scheduler --port "
+                                 f"{endpoint.rpartition(':')[2]}` and its workers with `dask "
+                                 f"worker {address}`")]
     else:
         title = "Beam's local runner (this machine)"
         if num_workers and num_workers > 1:
@@ -176,6 +228,8 @@ def beam_plan(runner: str, inputs: Sequence[str], output: str, task: str | None 
                            "the pipeline and waits.\nKeep it and edit it.")
     lines += ["set -euo pipefail"]
     lines += setup_lines(setup, "hccr-preprocess and apache-beam must be on PATH here.")
+    if cluster_notes:
+        lines += section("The Dask cluster", *cluster_notes)
     lines += section(f"Run: {title}", *notes)
     if extra:
         lines.append(f"# Passed through after `--`: {shlex.join(extra)}")
