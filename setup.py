@@ -16,7 +16,7 @@ setup(
         "pillow",
     ],
     extras_require={
-        "tf": ["tensorflow>=2.16,<2.18"],
+        "tf": ["tensorflow>=2.16,<2.18", "matplotlib"],
         "io": ["tensorflow-io>=0.36"],
         "export": ["tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"],
         "eval": ["scikit-learn", "matplotlib"],

@@ -71,6 +71,7 @@ def test_hccr_eval_on_a_keras_classifier(tmp_path, capsys):
     correct = sum(float(r["recall"]) * int(r["support"]) for r in rows)
     assert correct / 36 == pytest.approx(m["top1_accuracy"], abs=1e-3)
     assert os.path.getsize(os.path.join(out, "confusion.png")) > 1000
+    assert os.path.getsize(os.path.join(out, "confused_samples.png")) > 1000
     from PIL import Image
     with Image.open(os.path.join(out, "confusion.png")) as png:
         assert png.size[0] > 200
@@ -81,6 +82,69 @@ def test_hccr_eval_on_a_keras_classifier(tmp_path, capsys):
     assert [p["count"] for p in pairs] == sorted((p["count"] for p in pairs), reverse=True)
     with open(os.path.join(out, "confused_pairs.csv"), encoding="utf-8") as f:
         assert len(list(csv.DictReader(f))) == len(pairs)
+
+
+class _ReadsFirstClassAsSecond(inference.Runner):
+    """The fixture classifier, except that whatever it reads as class 0 it reports as class 1:
+    a known confusion (class 0 -> 1) beside correct reads of class 1."""
+
+    def __init__(self, base):
+        self.__dict__.update(vars(base))
+        self.base = base
+
+    def _run(self, x):
+        logits = np.array(self.base.predict(x))
+        is_first = logits.argmax(axis=-1) == 0
+        logits[is_first, 1] = logits[is_first, 0] + 1.0
+        return logits
+
+
+def test_confused_samples_grid_shows_the_real_examples(tmp_path):
+    runner = _ReadsFirstClassAsSecond(inference.load(fx.chars_model()))
+    out = str(tmp_path / "eval")
+    report = evaluation.evaluate(runner, fx.chars_data(), "test", out, batch_size=8,
+                                 progress=False, keep_predictions=True)
+    y_true = report["_predictions"]["y_true"]
+    y_pred = report["_predictions"]["top_k"][:, 0]
+    assert report["files"]["confused_samples_png"] == "confused_samples.png"
+    grid = report["confused_samples"]
+    assert [(p["true"], p["predicted"]) for p in grid["pairs"]] == [
+        (p["true"], p["predicted"]) for p in report["most_confused"]]
+    first = next(p for p in grid["pairs"] if (p["true"], p["predicted"]) == ("永", "和"))
+    assert first["count"] == int(((y_true == 0) & (y_pred == 1)).sum()) >= 1
+    for pair in grid["pairs"]:
+        t, p = fx.CHARS.index(pair["true"]), fx.CHARS.index(pair["predicted"])
+        assert pair["misread"] and all(y_true[i] == t and y_pred[i] == p
+                                       for i in pair["misread"])
+        assert all(y_true[i] == p == y_pred[i] for i in pair["correct"])
+    assert first["correct"], "class 1 is read correctly by the fixture model"
+    # The images drawn are the split's examples at those indices.
+    info = evaluation.metadata.load(fx.chars_data())
+    shown = evaluation.read_examples(info, "test", first["misread"] + first["correct"], y_true)
+    test_images = np.concatenate([b["image"] for b in evaluation.read_split(info, "test")])
+    for index, image in shown.items():
+        np.testing.assert_array_equal(image, test_images[index])
+    from PIL import Image
+    with Image.open(os.path.join(out, "confused_samples.png")) as png:
+        width, height = png.size
+    assert width > 400 and height > 100 * len(grid["pairs"])
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
+        assert json.load(f)["confused_samples"]["pairs"] == grid["pairs"]
+
+
+def test_pair_sample_indices_and_a_changed_order():
+    y_true = np.array([0, 0, 1, 1, 0, 2, 1])
+    y_pred = np.array([1, 0, 1, 1, 1, 1, 1])
+    pairs = [{"true_id": 0, "predicted_id": 1, "count": 2},
+             {"true_id": 2, "predicted_id": 1, "count": 1},
+             {"true_id": 1, "predicted_id": 2, "count": 0}]
+    got = evaluation.pair_sample_indices(y_true, y_pred, pairs, misread=1, correct=5)
+    assert [(g["misread"], g["correct"]) for g in got] == [([0], [2, 3, 6]), ([5], [2, 3, 6]),
+                                                           ([], [])]
+    info = evaluation.metadata.load(fx.chars_data())
+    labels = np.concatenate([b["label"] for b in evaluation.read_split(info, "test")])
+    with pytest.raises(RuntimeError, match="read in a different order"):
+        evaluation.read_examples(info, "test", [len(labels) - 1], labels[::-1].copy())
 
 
 def test_hccr_eval_on_a_line_model(tmp_path):

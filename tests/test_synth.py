@@ -66,3 +66,20 @@ def test_missing_font_error_names_the_packages(tmp_path, capsys):
     assert synth_main(["--out", str(tmp_path / "o"), "--classes", "2", "--font-dir",
                        str(tmp_path), "--quiet"]) == 1
     assert "apt-get install" in capsys.readouterr().err
+
+
+def test_help_quotes_the_readme_time():
+    """`hccr-synth --help` gives the full-charset time the README's benchmark table states."""
+    import os
+    import re
+
+    from beam_preprocess.synth_cli import build_parser
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "README.md")
+    with open(readme, encoding="utf-8") as f:
+        measured = re.search(r"3755 classes x 10 writers \| ([\d,]+) samples in (\d+) s",
+                             f.read())
+    assert measured, "README's hccr-synth benchmark row is gone"
+    text = build_parser().format_help()
+    assert f"{measured.group(1)} samples in {measured.group(2)} s" in text
+    assert "2-3 minutes" not in text

@@ -5,7 +5,9 @@
 Classifiers ("chars"): top-1 and top-5 accuracy, weighted and macro F1 (scikit-learn),
 per-class precision and recall (`per_class.csv`), the most-confused pairs
 (`confused_pairs.csv`) and a heatmap of the confusion matrix restricted to the classes of those
-pairs (`confusion.png`, CJK labels drawn with a CJK font found on the machine).
+pairs (`confusion.png`, CJK labels drawn with a CJK font found on the machine), and beside it
+a grid of real samples of those pairs (`confused_samples.png`): for "A read as B", examples of
+A that the model read as B next to examples of B it read correctly, so the reason shows.
 
 Text lines ("lines"): character error rate (total edit distance / total reference characters)
 and line accuracy (exact matches), with greedy and beam-search CTC decoding, plus the first
@@ -33,12 +35,20 @@ REPORT_FILE = "report.json"
 PER_CLASS_FILE = "per_class.csv"
 CONFUSED_FILE = "confused_pairs.csv"
 CONFUSION_PNG = "confusion.png"
+CONFUSED_SAMPLES_PNG = "confused_samples.png"
 ERRORS_FILE = "errors.csv"
 
 # Fonts tried first for the heatmap labels; any installed font that has CJK glyphs also works.
 CJK_FONT_NAMES = ("Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Micro Hei",
                   "WenQuanYi Zen Hei", "AR PL UKai CN", "AR PL UMing CN", "LXGW WenKai",
                   "AR PL KaitiM GB", "AR PL SungtiL GB", "Droid Sans Fallback")
+
+# The confused-samples grid: one row per pair (at most MAX_SAMPLE_PAIRS, the most frequent
+# first), MISREAD_SAMPLES examples of the true class read as the other, then CORRECT_SAMPLES
+# examples of the other class read correctly.
+MAX_SAMPLE_PAIRS = 20
+MISREAD_SAMPLES = 3
+CORRECT_SAMPLES = 2
 
 
 # === Reading a split ===
@@ -59,13 +69,16 @@ def read_split(info, split: str, *, batch_size: int = 64, limit: int | None = No
       "label" (N,) int64 for chars, or "labels" (list of int lists) and "text" for lines.
 
     Raises:
-      FileNotFoundError: the split has no shards.
+      FileNotFoundError: the split is not in the metadata, or a shard it lists is missing.
+      input_pipeline.DamagedShardError: a shard is truncated or corrupt (named).
     """
     import tensorflow as tf
-    files = sorted(tf.io.gfile.glob(info.shard_glob(split)))
-    if not files:
+
+    from trainers import input_pipeline
+    if split not in info.splits:
         raise FileNotFoundError(f"no shards match {info.shard_glob(split)} (splits in the "
                                 f"metadata: {sorted(info.splits)})")
+    files = input_pipeline.listed_shards(info, split)  # never stale extra shards
     spec = schema.feature_spec(info.task)
     lines = info.task == "lines"
 
@@ -91,11 +104,12 @@ def read_split(info, split: str, *, batch_size: int = 64, limit: int | None = No
     else:
         padding["label"] = tf.constant(-1, tf.int64)
     ds = ds.padded_batch(batch_size, padding_values=padding).prefetch(2)
-    for batch in ds.as_numpy_iterator():
-        if lines:
-            batch["labels"] = [[int(i) for i in row if i >= 0] for row in batch["labels"]]
-            batch["text"] = [t.decode("utf-8") for t in batch["text"]]
-        yield batch
+    with input_pipeline.naming_damaged_shards(files, info.compression):
+        for batch in ds.as_numpy_iterator():
+            if lines:
+                batch["labels"] = [[int(i) for i in row if i >= 0] for row in batch["labels"]]
+                batch["text"] = [t.decode("utf-8") for t in batch["text"]]
+            yield batch
 
 
 def split_size(info, split: str, limit: int | None) -> int:
@@ -177,6 +191,67 @@ def line_metrics(references, hypotheses) -> dict:
             "edit_distance": distance, "reference_chars": chars, "lines": n}
 
 
+def pair_sample_indices(y_true: np.ndarray, y_pred: np.ndarray, pairs: list[dict], *,
+                        misread: int = MISREAD_SAMPLES, correct: int = CORRECT_SAMPLES
+                        ) -> list[dict]:
+    """Which examples of the split to show for each confused pair.
+
+    Args:
+      y_true: (N,) class ids of the split, in reading order.
+      y_pred: (N,) top-1 predictions.
+      pairs: `most_confused` output.
+      misread: examples of the true class predicted as the other class, per pair.
+      correct: examples of the predicted class predicted correctly, per pair.
+
+    Returns:
+      One dict per pair: the pair's fields plus "misread" and "correct" (lists of example
+      indices, first in the split first; "correct" is empty if the model never read the
+      predicted class right).
+    """
+    out = []
+    for pair in pairs:
+        t, p = pair["true_id"], pair["predicted_id"]
+        out.append({**pair,
+                    "misread": np.flatnonzero((y_true == t) & (y_pred == p))[:misread].tolist(),
+                    "correct": np.flatnonzero((y_true == p) & (y_pred == p))[:correct].tolist()})
+    return out
+
+
+def read_examples(info, split: str, indices, y_true: np.ndarray, *, batch_size: int = 64,
+                  limit: int | None = None) -> dict[int, np.ndarray]:
+    """The images of some examples of a split, by index, reading only as far as the last one.
+
+    `y_true` (the labels of the evaluation pass) is checked against the labels read again, so
+    a split whose order changed between the two reads stops with an error instead of showing
+    the wrong images.
+
+    Returns:
+      {index: uint8 (H, W) image}.
+
+    Raises:
+      RuntimeError: the labels read again differ from `y_true`.
+    """
+    wanted = set(int(i) for i in indices)
+    images: dict[int, np.ndarray] = {}
+    if not wanted:
+        return images
+    last = max(wanted)
+    offset = 0
+    for batch in read_split(info, split, batch_size=batch_size, limit=limit):
+        n = len(batch["label"])
+        if not np.array_equal(batch["label"], y_true[offset:offset + n]):
+            raise RuntimeError(f"split {split!r} of {info.data_dir} was read in a different "
+                               f"order the second time (examples {offset}-{offset + n - 1}); "
+                               f"cannot show the confused samples")
+        for i in wanted & set(range(offset, offset + n)):
+            image = batch["image"][i - offset]
+            images[i] = image[:, :int(batch["width"][i - offset])]
+        offset += n
+        if offset > last:
+            break
+    return images
+
+
 # === Plots ===
 
 
@@ -248,6 +323,90 @@ def plot_confusion(confusion: np.ndarray, chars, pairs: list[dict], path: str,
     return {"classes": [chars[c] for c in classes], "font": font_path}
 
 
+def plot_confused_samples(samples: list[dict], images: dict[int, np.ndarray], chars,
+                          path: str) -> dict:
+    """Grid of real samples of the most-confused pairs.
+
+    Row "A -> B": the examples of A that the model read as B (red frames), then examples of B
+    that it read correctly (green frames). Each cell's caption is the example's index in the
+    split.
+
+    Args:
+      samples: `pair_sample_indices` output.
+      images: `read_examples` output (must hold every index in `samples`).
+      chars: the charset's characters in class-id order.
+      path: the PNG to write.
+
+    Returns:
+      dict with "pairs" (true, predicted, count and the example indices drawn per pair) and
+      "font" (None: no CJK font, labels are U+XXXX).
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.font_manager import FontProperties
+
+    font_path = find_cjk_font()
+
+    def label(c):
+        return chars[c] if font_path else f"U+{ord(chars[c]):04X}"
+
+    if not samples:
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No confused pairs: every example was classified correctly.",
+                ha="center", va="center")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return {"pairs": [], "font": font_path}
+
+    columns = max(max(len(s["misread"]) for s in samples), 1) + max(
+        max(len(s["correct"]) for s in samples), 1)
+    misread_columns = columns - max(max(len(s["correct"]) for s in samples), 1)
+    fig, axes = plt.subplots(len(samples), columns, squeeze=False,
+                             figsize=(1.15 * columns + 1.4, 1.25 * len(samples) + 0.9))
+    big = FontProperties(fname=font_path, size=12) if font_path else None
+    for row, pair in enumerate(samples):
+        cells = ([("misread", i) for i in pair["misread"]]
+                 + [None] * (misread_columns - len(pair["misread"]))
+                 + [("correct", i) for i in pair["correct"]])
+        cells += [None] * (columns - len(cells))
+        for col, cell in enumerate(cells):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if cell is None:
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                if col == misread_columns and not pair["correct"]:
+                    ax.text(0.5, 0.5, "never read\ncorrectly", ha="center", va="center",
+                            fontsize=7, transform=ax.transAxes)
+                continue
+            kind, index = cell
+            ax.imshow(images[index], cmap="gray", vmin=0, vmax=255)
+            for spine in ax.spines.values():
+                spine.set_color("tab:red" if kind == "misread" else "tab:green")
+                spine.set_linewidth(2)
+            ax.set_xlabel(f"#{index}", fontsize=6, labelpad=1)
+        axes[row, 0].set_ylabel(
+            f"{label(pair['true_id'])} \u2192 {label(pair['predicted_id'])}\n"
+            f"{pair['count']} ({100 * pair['rate']:.0f}%)",
+            fontproperties=big, rotation=0, ha="right", va="center", labelpad=8,
+            fontsize=None if big else 9)
+    axes[0, 0].set_title("true A, read as B", fontsize=8, color="tab:red", loc="left")
+    axes[0, misread_columns].set_title("B, read correctly", fontsize=8, color="tab:green",
+                                       loc="left")
+    fig.suptitle(f"{len(samples)} most-confused pairs (A \u2192 B: count, % of A): real "
+                 f"samples", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return {"pairs": [{"true": chars[s["true_id"]], "predicted": chars[s["predicted_id"]],
+                       "count": s["count"], "misread": s["misread"], "correct": s["correct"]}
+                      for s in samples],
+            "font": font_path}
+
+
 # === Evaluation ===
 
 
@@ -298,6 +457,15 @@ def evaluate(model, data_dir: str, split: str, out_dir: str | None = None, *,
               "num_classes": info.num_classes, **report, "seconds": round(seconds, 3),
               "examples_per_second": round(n / seconds, 1) if seconds else None}
     if out_dir:
+        if info.task == "chars":
+            # A second read of the split, as far as the last example shown: the images of
+            # the most-confused pairs (the pairs are only known once every example is read).
+            samples = pair_sample_indices(predictions["y_true"], predictions["top_k"][:, 0],
+                                          predictions["pairs"][:MAX_SAMPLE_PAIRS])
+            predictions["samples"] = samples
+            predictions["sample_images"] = read_examples(
+                info, split, [i for s in samples for i in s["misread"] + s["correct"]],
+                predictions["y_true"], batch_size=batch_size, limit=max_examples)
         _write_outputs(report, predictions, info, out_dir, num_confused)
     if keep_predictions:
         report["_predictions"] = predictions
@@ -382,6 +550,10 @@ def _write_outputs(report, predictions, info, out_dir, num_confused) -> None:
                               os.path.join(out_dir, CONFUSION_PNG), max_classes=num_confused)
         files["confusion_png"] = CONFUSION_PNG
         report["plot"] = plot
+        report["confused_samples"] = plot_confused_samples(
+            predictions["samples"], predictions["sample_images"], info.charset.chars,
+            os.path.join(out_dir, CONFUSED_SAMPLES_PNG))
+        files["confused_samples_png"] = CONFUSED_SAMPLES_PNG
     else:
         path = os.path.join(out_dir, ERRORS_FILE)
         with open(path, "w", newline="", encoding="utf-8") as f:
