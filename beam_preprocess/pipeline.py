@@ -22,6 +22,10 @@ Determinism: the driver plans the shards (whole files, balanced by size, see spl
 task writes one shard from its files in name order, so the same inputs and flags give
 byte-identical shards whatever the runner's worker count.
 
+Progress: on the local runner a line on stderr every `--progress-seconds` (files done, samples,
+rate, rejects so far; rewritten in place on a terminal), see job_progress.py; other runners get
+one line pointing at their own UI.
+
 Accounting: at the end the job checks that every planned shard is there, reads metadata.json
 back, compares it with the Beam counters (and, with `--verify` or on a runner without counters
 such as Dask, with the records actually in the shards and rejects files), prints a summary, and
@@ -670,9 +674,6 @@ def run(argv: Sequence[str] | None = None) -> JobReport:
             # The local runner returns only when the job is done: its workers (threads or
             # processes on this machine) leave running totals in a local directory instead.
             progress_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="hccr-progress-"))
-        elif runner is None and args.progress_seconds > 0:
-            print(f"{PROG}: {job_progress.runner_ui_hint(runner_path, options)}",
-                  file=sys.stderr, flush=True)
         pipeline = beam.Pipeline(runner=runner, options=options)
         build_pipeline(pipeline, files, tasks, config, static,
                        None if named is None else named.chars, progress_dir)
@@ -684,6 +685,9 @@ def run(argv: Sequence[str] | None = None) -> JobReport:
         if progress_dir is not None:
             stack.enter_context(job_progress.ProgressReporter(
                 progress_dir, len(files), args.progress_seconds, prefix=f"{PROG}: "))
+        elif runner is None and args.progress_seconds > 0:
+            print(f"{PROG}: {job_progress.runner_ui_hint(runner_path, options)}",
+                  file=sys.stderr, flush=True)
         result = pipeline.run()
         result.wait_until_finish()
     if runner_path == runners.DASK_RUNNER:

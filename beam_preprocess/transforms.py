@@ -478,7 +478,9 @@ def scan_characters(f: InputFile) -> Iterator[str]:
             try:
                 page = dgrl.read_dgrl(fileobj, path=f.path, resync=True)
             except CasiaFormatError:
-                return  # WriteShard rejects the file as malformed_file
+                # WriteShard rejects the file as malformed_file. (A bare `return` line: Beam
+                # warns about "yield and return" when a comment follows it on the same line.)
+                return
             for line in page.lines:
                 seen.update(c for c in line.text if c != dgrl.UNKNOWN_CHAR)
         else:

@@ -33,6 +33,13 @@ SIZES = {
 MARKER = ".hccr-demo"
 IMAGE_SIZE = 32  # the demo trains at 32x32 (and 32-pixel lines) to stay within minutes on a CPU
 VALIDATION_FRACTION = 0.2
+SHOWN_PREDICTIONS = 10  # per predict stage; every prediction is in its file under predictions/
+# The summary's output folders, in the order the stages make them, and the plots in them.
+OUTPUTS = ("raw", "chars", "lines", "clf_run", "crnn_run", "clf_eval", "crnn_eval", "export",
+           "int8_eval", "predictions")
+PLOTS = {"clf_run": ("curves.png",), "crnn_run": ("curves.png",),
+         "clf_eval": ("confusion.png", "confused_samples.png"),
+         "int8_eval": ("confusion.png", "confused_samples.png")}
 
 
 @dataclasses.dataclass
@@ -61,6 +68,22 @@ def run_stage(stage: Stage, log, capture: bool = False) -> subprocess.CompletedP
         raise SystemExit(f"hccr-demo: stage {stage.name!r} failed with exit status "
                          f"{proc.returncode}: {shlex.join(stage.argv)}")
     return proc
+
+
+def show_predictions(output: str, path: str, log, limit: int = SHOWN_PREDICTIONS) -> int:
+    """Writes every line of a predict stage's `output` to `path` and prints the first `limit`,
+    then how many more there are and where; returns the number of lines."""
+    lines = output.splitlines()
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
+    for line in lines[:limit]:
+        print(line, file=log)
+    if len(lines) > limit:
+        print(f"... and {len(lines) - limit} more; all in {path}", file=log)
+    else:
+        print(f"(all {len(lines)} in {path})", file=log)
+    log.flush()
+    return len(lines)
 
 
 def _read_json(path: str) -> dict:
@@ -113,11 +136,13 @@ def run_demo(workdir: str, size: str = "small", seed: int = 0, log=sys.stdout) -
     evaluate -> export (TFLite INT8, ONNX) -> evaluate the INT8 model -> predict.
     """
     cfg = SIZES[size]
+    workdir = os.path.abspath(workdir)  # the summary names places the user can open anywhere
     paths = {name: os.path.join(workdir, *parts) for name, parts in {
         "raw": ("raw",), "chars": ("data", "chars"), "lines": ("data", "lines"),
         "clf_run": ("runs", "classifier"), "crnn_run": ("runs", "crnn"),
         "clf_eval": ("eval", "classifier"), "crnn_eval": ("eval", "crnn"),
         "int8_eval": ("eval", "classifier-tflite-int8"), "export": ("export", "classifier"),
+        "predictions": ("predictions",),
     }.items()}
     claim_workdir(workdir)
     stages: list[Stage] = []
@@ -163,10 +188,13 @@ def run_demo(workdir: str, size: str = "small", seed: int = 0, log=sys.stdout) -
     unseen = unseen_writer(raw)
     print(f"  predicting writer {unseen} (validation split: neither model trained on it)",
           file=log)
-    stage("predict chars", "hccr-predict", "--model", int8_model, "--top-k", 3,
-          os.path.join(raw, f"{unseen}-synth.gnt"))
-    stage("predict lines", "hccr-predict", "--model", crnn_model, "--data", paths["lines"],
-          os.path.join(raw, f"{unseen}-P01.dgrl"))
+    os.makedirs(paths["predictions"], exist_ok=True)
+    predicted = stage("predict chars", "hccr-predict", "--model", int8_model, "--top-k", 3,
+                      os.path.join(raw, f"{unseen}-synth.gnt"), capture=True)
+    show_predictions(predicted.stdout, os.path.join(paths["predictions"], "chars.tsv"), log)
+    predicted = stage("predict lines", "hccr-predict", "--model", crnn_model, "--data",
+                      paths["lines"], os.path.join(raw, f"{unseen}-P01.dgrl"), capture=True)
+    show_predictions(predicted.stdout, os.path.join(paths["predictions"], "lines.tsv"), log)
 
     clf = _read_json(os.path.join(paths["clf_eval"], "report.json"))["metrics"]
     crnn = _read_json(os.path.join(paths["crnn_eval"], "report.json"))["metrics"]
@@ -183,7 +211,10 @@ def run_demo(workdir: str, size: str = "small", seed: int = 0, log=sys.stdout) -
         if entry.get("status") == "ok":
             results[f"export {fmt}"] = (f"{entry['size_bytes'] / 1e6:.2f} MB, "
                                         f"{entry.get('latency_ms', float('nan')):.2f} ms/image")
+    plots = [os.path.join(paths[name], plot) for name, names in PLOTS.items() for plot in names
+             if os.path.exists(os.path.join(paths[name], plot))]
     return {"workdir": workdir, "size": size, "results": results, "paths": paths,
+            "outputs": {name: paths[name] for name in OUTPUTS}, "plots": plots,
             "stages": [{"name": s.name, "seconds": round(s.seconds, 1),
                         "command": shlex.join(s.argv)} for s in stages]}
 
@@ -195,9 +226,14 @@ def print_summary(summary: dict, log=sys.stdout) -> None:
         print(f"  {s['name']:<{width}}  {s['seconds']:7.1f} s", file=log)
     for key, value in summary.get("results", {}).items():
         print(f"  {key}: {value}", file=log)
-    for name in ("chars", "lines", "clf_run", "crnn_run", "export"):
-        print(f"  {name:<9} {summary['paths'][name]}", file=log)
-    print(f"  total     {sum(s['seconds'] for s in summary['stages']):.0f} s", file=log)
+    print(f"  total {sum(s['seconds'] for s in summary['stages']):.0f} s", file=log)
+    print("outputs:", file=log)
+    width = max(len(name) for name in summary["outputs"])
+    for name, path in summary["outputs"].items():
+        print(f"  {name:<{width}}  {path}/", file=log)
+    print("plots:", file=log)
+    for path in summary["plots"]:
+        print(f"  {path}", file=log)
 
 
 @cli_errors.entry_point("hccr-demo")

@@ -1,4 +1,5 @@
 """The README's demo, run in CI at the README's size: every stage runs, reports and learns."""
+import io
 import json
 import os
 import subprocess
@@ -46,6 +47,28 @@ def test_readme_demo_trains_both_models_within_ten_minutes(tmp_path):
     assert f"predicting writer {unseen} (validation split" in proc.stdout
     assert f"{unseen}-P01.dgrl:0\t" in proc.stdout
     assert sum(s["seconds"] for s in summary["stages"]) <= 600, summary["stages"]
+    # At most 10 predictions per predict stage on screen; every one of them in its file.
+    chars_file = workdir / "predictions" / "chars.tsv"
+    predicted = chars_file.read_text(encoding="utf-8").splitlines()
+    assert len(predicted) == 400  # 100 classes x 4 samples of the unseen writer
+    shown = [line for line in proc.stdout.splitlines() if f"{unseen}-synth.gnt:" in line]
+    assert shown == predicted[:demo.SHOWN_PREDICTIONS]
+    assert f"... and 390 more; all in {chars_file}" in proc.stdout
+    lines_file = workdir / "predictions" / "lines.tsv"
+    first_line = lines_file.read_text(encoding="utf-8").splitlines()[0]
+    assert f"{unseen}-P01.dgrl:0\t" in first_line and f" in {lines_file}" in proc.stdout
+    # The summary names every output folder and the plots, as absolute paths that exist.
+    outputs = summary["outputs"]
+    assert list(outputs) == list(demo.OUTPUTS)
+    for path in outputs.values():
+        assert os.path.isabs(path) and os.path.isdir(path), path
+        assert f"{path}/" in proc.stdout
+    expected_plots = [os.path.join(outputs["clf_run"], "curves.png"),
+                      os.path.join(outputs["crnn_run"], "curves.png"),
+                      os.path.join(outputs["clf_eval"], "confusion.png"),
+                      os.path.join(outputs["clf_eval"], "confused_samples.png")]
+    for plot in expected_plots:
+        assert plot in summary["plots"] and os.path.isfile(plot) and plot in proc.stdout
 
 
 def test_unseen_writer_is_the_one_preprocessing_holds_out(tmp_path):
@@ -58,6 +81,18 @@ def test_unseen_writer_is_the_one_preprocessing_holds_out(tmp_path):
     assigned, _ = splits.assign_splits(paths, "auto", demo.VALIDATION_FRACTION)
     held_out = {splits.writer_id(p) for p, split in assigned.items() if split == "validation"}
     assert demo.unseen_writer(str(tmp_path)) in held_out
+
+
+def test_predictions_show_ten_and_say_where_the_rest_are(tmp_path):
+    out = io.StringIO()
+    path = str(tmp_path / "chars.tsv")
+    lines = [f"w.gnt:{i}\t啊\t0.900" for i in range(25)]
+    assert demo.show_predictions("\n".join(lines) + "\n", path, out) == 25
+    assert out.getvalue().splitlines() == lines[:10] + [f"... and 15 more; all in {path}"]
+    assert open(path, encoding="utf-8").read().splitlines() == lines
+    few = io.StringIO()
+    demo.show_predictions("\n".join(lines[:3]), path, few)
+    assert few.getvalue().splitlines() == lines[:3] + [f"(all 3 in {path})"]
 
 
 def test_unseen_writer_fails_clearly_without_gnt_files(tmp_path):

@@ -3,6 +3,7 @@ throughput. Checkpointing for resumption is in `trainers/checkpoint.py`."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import keras
@@ -217,3 +218,19 @@ def set_callback_state(callback, state: dict) -> None:
             current = getattr(callback, name)
             setattr(callback, name, int(value) if isinstance(current, int)
                     and not isinstance(current, bool) and value is not None else value)
+
+
+def fit_verbosity(setting: int | str, stream=None) -> int:
+    """Keras `fit`'s `verbose` for a config's setting.
+
+    "auto": a progress bar within the epoch (1) when `stream` (stdout) is a terminal, one line
+    per epoch (2) in logs and CI, where a bar would write thousands of carriage returns. Keras'
+    own "auto" means 1 everywhere.
+    """
+    if setting != "auto":
+        return int(setting)
+    stream = sys.stdout if stream is None else stream
+    try:
+        return 1 if stream.isatty() else 2
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return 2

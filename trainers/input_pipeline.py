@@ -374,7 +374,8 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
         tf.distribute auto-shard (by file when every input worker gets a file, else by record).
       num_input_workers: input pipelines tf.distribute will shard over (for the policy).
       shuffle_buffer: records in the shuffle buffer.
-      cache: keep the serialized records in memory after the first pass.
+      cache: keep the serialized records in memory after the first pass (evaluation with
+        `take_batches`: the batches taken, since the records would never be read fully).
       seed: seed of the shuffles and of the augmentation.
       curriculum_classes: int32 variable; training keeps only labels below its current value
         (characters only), so a callback can grow the class set between epochs.
@@ -401,7 +402,12 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
         policy = (tf.data.experimental.AutoShardPolicy.FILE
                   if training and len(files) >= num_input_workers
                   else tf.data.experimental.AutoShardPolicy.DATA)
-    if cache:
+    # Evaluation that stops after `take_batches` never reads its records to the end: a records
+    # cache would be discarded after every pass, with TF's warning "The calling iterator did
+    # not fully read the dataset being cached". Cache the batches taken instead: evaluation is
+    # ordered and unaugmented, so they are the same batches on every pass.
+    cache_taken_batches = cache and not training and take_batches > 0
+    if cache and not cache_taken_batches:
         records = records.cache()
     if training:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -450,6 +456,8 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
     batches = batches.map(to_keras, num_parallel_calls=AUTOTUNE)
     if take_batches:
         batches = batches.take(take_batches)
+        if cache_taken_batches:
+            batches = batches.cache()
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policy
     return batches.with_options(options).prefetch(AUTOTUNE)
