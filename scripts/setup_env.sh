@@ -116,14 +116,13 @@ if [ "${HCCR_SKIP_HOROVOD:-0}" != 1 ]; then
       cat "$stamp_dir/horovod-check"
       log "ERROR: Horovod was built without MPI although libopenmpi-dev is installed (see above)"; exit 1
     fi
-    echo "$hvd_key" > "$stamp_dir/horovod"
-  else
-    log "Horovod present"
-  fi
-  log "Horovod: $(TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/python" -c '
+    TF_CPP_MIN_LOG_LEVEL=2 "$venv/bin/python" -c '
 import horovod.tensorflow as h
-print("TensorFlow, controllers:", ", ".join(n for n, b in (("Gloo", h.gloo_built()), ("MPI", h.mpi_built())) if b))
-' 2>/dev/null || echo "does not import")"
+print("TensorFlow; controllers:", ", ".join(n for n, b in (("Gloo", h.gloo_built()), ("MPI", h.mpi_built())) if b))
+' > "$stamp_dir/horovod-summary"
+    echo "$hvd_key" > "$stamp_dir/horovod"
+  fi
+  log "Horovod 0.28.1 built with $(cat "$stamp_dir/horovod-summary" 2>/dev/null || echo '(unknown: rebuild)')"
   stage_done "Horovod"
 fi
 log "environment ready: $venv"
