@@ -243,8 +243,8 @@ def main(argv=None) -> int:
         description="Run the whole pipeline on a synthetic dataset rendered from the installed "
                     "CJK fonts, printing every command it runs.",
         epilog="""examples:
-  hccr-demo                                  the README demo (--size small, 5-7 minutes)
-  hccr-demo --size tiny --workdir /tmp/demo  every stage in about 1.5 minutes
+  hccr-demo                                  the README demo (--size small, 6-12 minutes)
+  hccr-demo --size tiny --workdir /tmp/demo  every stage in 1.5-3 minutes
   hccr-demo --seed 1 --workdir runs/demo_seed1
 
 stages: synthesize writers (GNT + DGRL), inspect, preprocess chars and lines (Beam), train a
@@ -254,8 +254,8 @@ classifier and a CRNN, evaluate, export (TFLite INT8, ONNX), evaluate INT8, pred
                              f"made it (its {MARKER} file); any other directory is refused")
     parser.add_argument("--size", choices=sorted(SIZES), default="small",
                         help="dataset and training size: small (default, the README demo: both "
-                             "models learn, 5-7 minutes on 2 cores) or tiny (every stage "
-                             "in about 1.5 minutes, models not accurate)")
+                             "models learn, 6-12 minutes on 2 cores) or tiny (every stage "
+                             "in 1.5-3 minutes, models not accurate)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     summary = run_demo(args.workdir, args.size, args.seed)

@@ -19,8 +19,13 @@ def _percent(text):
 
 
 @pytest.mark.slow
-def test_readme_demo_trains_both_models_within_ten_minutes(tmp_path):
-    """The README's demo at its real size: every stage, both models learn, in <= 10 minutes."""
+def test_readme_demo_trains_both_models_within_fifteen_minutes(tmp_path):
+    """The README's demo at its real size: every stage, both models learn, in <= 15 minutes.
+
+    15, not 10: on the 2-core machine CI had on 2026-12-01 (AMD EPYC, no avx512_bf16) the
+    stages took 682 s, and the same demo classifier with the code of before that day's changes
+    trained in 74 s there against 46 s on the machine the 10-minute bound was set on.
+    """
     workdir = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "launch.demo", "--size", "small",
                            "--workdir", str(workdir)], capture_output=True, text=True,
@@ -46,7 +51,7 @@ def test_readme_demo_trains_both_models_within_ten_minutes(tmp_path):
     unseen = demo.unseen_writer(str(workdir / "raw"))
     assert f"predicting writer {unseen} (validation split" in proc.stdout
     assert f"{unseen}-P01.dgrl:0\t" in proc.stdout
-    assert sum(s["seconds"] for s in summary["stages"]) <= 600, summary["stages"]
+    assert sum(s["seconds"] for s in summary["stages"]) <= 900, summary["stages"]
     # At most 10 predictions per predict stage on screen; every one of them in its file.
     chars_file = workdir / "predictions" / "chars.tsv"
     predicted = chars_file.read_text(encoding="utf-8").splitlines()
