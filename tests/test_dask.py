@@ -428,7 +428,7 @@ def test_missing_outputs_after_a_run_fail_the_job(default_runs, tmp_path, monkey
         f"{schema.CHARSET_FILE} was not written"]
 
     # A run whose last step never ran (no metadata.json) fails with that reason.
-    def without_metadata(p, files, tasks, config, static, charset_chars=None):
+    def without_metadata(p, files, tasks, config, static, charset_chars=None, progress_dir=None):
         charset = transforms.named_charset(p, charset_chars)
         return p | "WriteShards" >> transforms.WriteShards(tasks, config, charset)
 
