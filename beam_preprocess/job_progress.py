@@ -124,7 +124,11 @@ def runner_ui_hint(runner_path: str | None, options) -> str:
     if name.startswith("Spark"):
         return "progress: see the Spark UI of the cluster's driver, http://DRIVER_HOST:4040"
     if name.startswith("Dask"):
-        address = all_options.get("dask_client_address") or "tcp://SCHEDULER:8786"
+        # Read through DaskOptions: whether get_all_options keeps an option depends on which
+        # options classes other imports have registered.
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+        address = (options.view_as(DaskOptions).address
+                   or all_options.get("dask_client_address") or "tcp://SCHEDULER:8786")
         host = address.split("://")[-1].rsplit(":", 1)[0]
         return f"progress: see the Dask dashboard, http://{host}:8787"
     return f"progress: see the {name or 'runner'}'s own UI (no progress lines from this driver)"

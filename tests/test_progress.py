@@ -85,7 +85,7 @@ def test_the_local_job_reports_files_samples_rate_and_rejects_without_changing_t
     ("FlinkRunner", ["--flink_master", "flink.example:8081"], "http://flink.example:8081"),
     ("SparkRunner", [], "Spark UI"),
     ("apache_beam.runners.dask.dask_runner.DaskRunner",
-     ["--dask_client_address", "tcp://10.0.0.5:8786"], "http://10.0.0.5:8787"),
+     ["--dask_client_address", "tcp://127.0.0.1:8786"], "http://127.0.0.1:8787"),
 ])
 def test_other_runners_point_at_their_own_ui(runner, flags, expected):
     options = PipelineOptions(["--runner", runner, *flags])
