@@ -203,6 +203,25 @@ def replicate(pattern: str, work: str, times: int) -> str:
     return os.path.join(rep_dir, "*.gnt")
 
 
+def input_sets(real_dir: str, work: str, synth_writers: int, replicate_times: int
+               ) -> list[tuple[str, str]]:
+    """(label, glob) of the benchmark's inputs: the real sample when present, the synthetic
+    set, and the synthetic set linked `replicate_times` times (when > 1)."""
+    datasets = []
+    real = os.path.join(real_dir, "*.gnt")
+    if glob.glob(real):
+        datasets.append(("real CASIA sample (21 classes)", real))
+    else:
+        print(f"(real sample not found at {real_dir}: skipped)")
+    synth = ensure_synth(work, synth_writers)
+    datasets.append((f"synthetic 3755 classes x {synth_writers} writers", synth))
+    if replicate_times > 1:
+        datasets.append((f"synthetic set linked {replicate_times} times "
+                         f"({replicate_times * synth_writers} files)",
+                         replicate(synth, work, replicate_times)))
+    return datasets
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--real-dir", default=REAL_DIR)
@@ -215,18 +234,7 @@ def main(argv=None) -> int:
     os.makedirs(args.work, exist_ok=True)
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs visible, "
           f"load average {os.getloadavg()[0]:.2f} at start")
-    datasets = []
-    real = os.path.join(args.real_dir, "*.gnt")
-    if glob.glob(real):
-        datasets.append(("real CASIA sample (21 classes)", real))
-    else:
-        print(f"(real sample not found at {args.real_dir}: skipped)")
-    synth = ensure_synth(args.work, args.synth_writers)
-    datasets.append((f"synthetic 3755 classes x {args.synth_writers} writers", synth))
-    if args.replicate > 1:
-        datasets.append((f"synthetic set linked {args.replicate} times "
-                         f"({args.replicate * args.synth_writers} files)",
-                         replicate(synth, args.work, args.replicate)))
+    datasets = input_sets(args.real_dir, args.work, args.synth_writers, args.replicate)
     for label, pattern in datasets:
         bench_dataset(label, pattern, args.work, args.repeat)
     first = sorted(glob.glob(datasets[0][1]))[0]

@@ -182,18 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="Dask worker processes (2)")
     args = p.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
-    datasets = []
-    real = os.path.join(args.real_dir, "*.gnt")
-    if glob.glob(real):
-        datasets.append(("real CASIA sample (21 classes)", real))
-    else:
-        print(f"(real sample not found at {args.real_dir}: skipped)")
-    synth = bench_preprocess.ensure_synth(args.work, args.synth_writers)
-    datasets.append((f"synthetic 3755 classes x {args.synth_writers} writers", synth))
-    if args.replicate > 1:
-        datasets.append((f"synthetic set linked {args.replicate} times "
-                         f"({args.replicate * args.synth_writers} files)",
-                         bench_preprocess.replicate(synth, args.work, args.replicate)))
+    datasets = bench_preprocess.input_sets(args.real_dir, args.work, args.synth_writers,
+                                           args.replicate)
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs visible, load average "
           f"{os.getloadavg()[0]:.2f} at start", flush=True)
     log_dir = os.path.join(args.work, "dask-logs")
