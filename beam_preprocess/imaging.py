@@ -75,6 +75,14 @@ class EmptyImageError(ValueError):
     """The bitmap has no ink pixel (nothing darker than the ink threshold)."""
 
 
+class LineTooWideError(ValueError):
+    """A line would be wider than `max_width` once scaled; `width` is the width it would have."""
+
+    def __init__(self, width: int, max_width: int):
+        super().__init__(f"the line scales to {width} pixels wide, over the maximum {max_width}")
+        self.width = width
+
+
 def _check_bitmap(bitmap: np.ndarray) -> np.ndarray:
     bitmap = np.asarray(bitmap)
     if bitmap.ndim != 2 or bitmap.dtype != np.uint8:
@@ -261,7 +269,8 @@ def normalize_char(bitmap: np.ndarray, size: int = DEFAULT_SIZE, margin: int = D
 
 
 def normalize_line(bitmap: np.ndarray, height: int = DEFAULT_SIZE, margin: int = DEFAULT_MARGIN,
-                   ink_threshold: int = INK_THRESHOLD) -> np.ndarray:
+                   ink_threshold: int = INK_THRESHOLD, max_width: int | None = None
+                   ) -> np.ndarray:
     """A text-line bitmap at a fixed height: its ink scaled to `height - 2*margin`, padded.
 
     Args:
@@ -269,12 +278,14 @@ def normalize_line(bitmap: np.ndarray, height: int = DEFAULT_SIZE, margin: int =
       height: output height; the width follows from the ink's aspect ratio.
       margin: blank pixels on every side.
       ink_threshold: pixels below this value are ink.
+      max_width: refuse a result wider than this, before allocating it.
 
     Returns:
       uint8 array of shape (height, nw + 2*margin), background 255.
 
     Raises:
       EmptyImageError: the bitmap has no ink.
+      LineTooWideError: the result would be wider than `max_width`.
     """
     bitmap = normalize_background(_check_bitmap(bitmap))
     inner = height - 2 * margin
@@ -288,6 +299,8 @@ def normalize_line(bitmap: np.ndarray, height: int = DEFAULT_SIZE, margin: int =
     top, bottom, left, right = box
     scale = inner / (bottom - top)
     nw = _round_size(right - left, scale)
+    if max_width is not None and nw + 2 * margin > max_width:
+        raise LineTooWideError(nw + 2 * margin, max_width)
     out = np.full((height, nw + 2 * margin), 255, dtype=np.uint8)
     out[margin:margin + inner, margin:margin + nw] = _resize(bitmap, box, inner, nw)
     return out

@@ -201,27 +201,14 @@ def dgrl_line_outcome(line: dgrl.DgrlLine, f: InputFile, index: dict, cfg: JobCo
         return Reject("line_has_unknown_chars",
                       "not in the charset: " + ", ".join(_char_note(c) for c in unknown),
                       line.offset, extra)
-    width = scaled_line_width(line.image, cfg)
-    if width is not None and width > cfg.max_line_width:
-        return _too_wide(line, width, cfg, extra)
     try:
-        image = imaging.normalize_line(line.image, cfg.image_size, cfg.margin, cfg.ink_threshold)
+        image = imaging.normalize_line(line.image, cfg.image_size, cfg.margin, cfg.ink_threshold,
+                                       max_width=cfg.max_line_width)
     except imaging.EmptyImageError as err:
         return Reject("empty_bitmap", str(err), line.offset, extra)
-    if image.shape[1] > cfg.max_line_width:  # the ink rule changed under scaled_line_width
-        return _too_wide(line, image.shape[1], cfg, extra)
+    except imaging.LineTooWideError as err:
+        return _too_wide(line, err.width, cfg, extra)
     return line_example(image, line.text, line.image, index, f, f"{f.name}:{line.offset}")
-
-
-def scaled_line_width(bitmap: np.ndarray, cfg: JobConfig) -> int | None:
-    """Width of `imaging.normalize_line`'s result, computed before it allocates anything
-    (None when the line has no ink). Mirrors its first steps: background, ink box, scale."""
-    box = imaging.ink_bbox(imaging.normalize_background(bitmap), cfg.ink_threshold)
-    if box is None:
-        return None
-    top, bottom, left, right = box
-    scale = (cfg.image_size - 2 * cfg.margin) / (bottom - top)
-    return max(1, int(np.floor((right - left) * scale + 0.5))) + 2 * cfg.margin
 
 
 def _too_wide(line: dgrl.DgrlLine, width: int, cfg: JobConfig, extra: dict) -> Reject:
