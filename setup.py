@@ -23,15 +23,15 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "hccr-inspect=beam_preprocess.inspect_cli:main",
-            "hccr-synth=beam_preprocess.synth_cli:main",
-            "hccr-preprocess=beam_preprocess.pipeline:main",
+            "hccr-inspect=beam_preprocess.contract.inspect_cli:main",
+            "hccr-synth=beam_preprocess.synthetic.synth_cli:main",
+            "hccr-preprocess=beam_preprocess.job.pipeline:main",
             "hccr-demo=launch.demo:main",
-            "hccr-train=trainers.main:main",
+            "hccr-train=trainers.training.main:main",
             "hccr-launch=launch.cli:main",
-            "hccr-eval=trainers.eval_cli:main",
-            "hccr-export=trainers.export_cli:main",
-            "hccr-predict=trainers.predict_cli:main",
+            "hccr-eval=trainers.serving.eval_cli:main",
+            "hccr-export=trainers.serving.export_cli:main",
+            "hccr-predict=trainers.serving.predict_cli:main",
         ],
     },
 )

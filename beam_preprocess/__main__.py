@@ -1,6 +1,6 @@
 """`python -m beam_preprocess ...` is `hccr-preprocess ...`."""
 import sys
 
-from beam_preprocess.pipeline import main
+from beam_preprocess.job.pipeline import main
 
 sys.exit(main())

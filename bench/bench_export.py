@@ -2,7 +2,7 @@
 dynamic-range, INT8) and ONNX, for a classifier (`hccr_resnet_compact`) and a CRNN (`crnn`),
 in one run.
 
-For each model it calls `trainers.export.export` (the code behind hccr-export), which writes
+For each model it calls `trainers.serving.export.export` (the code behind hccr-export), which writes
 every format, evaluates each one with the hccr-eval code on the same examples of the test
 split, and times it on CPU: batch-1 latency (median and p90 of `--latency-runs` runs after 3
 warm-up runs) and throughput at batch 32 (the CRNN's TFLite models are batch-1, so their
@@ -92,7 +92,7 @@ def _best(workdir: str) -> str:
 def bench_model(model_path: str, data_dir: str, out: str, args, eval_examples: int) -> dict:
     import keras
 
-    from trainers import evaluation, export, inference
+    from trainers.serving import evaluation, export, inference
     config = export.ExportConfig(
         formats=args.formats, eval_examples=eval_examples,
         calibration_examples=args.calibration_examples, latency_runs=args.latency_runs,
@@ -120,8 +120,8 @@ def bench_model(model_path: str, data_dir: str, out: str, args, eval_examples: i
 
 def _sample(report, data_dir):
     """The latency input export used (the first calibration image)."""
-    from beam_preprocess import metadata
-    from trainers import evaluation, inference
+    from beam_preprocess.contract import metadata
+    from trainers.serving import evaluation, inference
     info = metadata.load(data_dir)
     batch = next(evaluation.read_split(info, report["calibration"]["split"], batch_size=1))
     if info.task == "lines":
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=("chars", "lines"), default=None)
     args = p.parse_args(argv)
 
-    from trainers import export, inference
+    from trainers.serving import export, inference
     inference.configure_tf_threads(args.threads)
     args.formats = export.parse_formats(args.formats)
     jobs = {}

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import tensorflow as tf  # noqa: E402
 
-from trainers import augment, input_pipeline  # noqa: E402
+from trainers.training import augment, input_pipeline
 
 
 def _rate(dataset, batches: int, batch_size: int, warmup: int = 5) -> float:

@@ -38,9 +38,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from beam_preprocess import encoding, gnt, imaging, pipeline, schema, splits  # noqa: E402
-from beam_preprocess.charset import Charset  # noqa: E402
-from beam_preprocess.tfrecords import RecordWriter  # noqa: E402
+from beam_preprocess.contract import encoding, gnt, imaging, schema
+from beam_preprocess.contract.charset import Charset  # noqa: E402
+from beam_preprocess.contract.tfrecords import RecordWriter  # noqa: E402
+from beam_preprocess.job import pipeline, splits
 
 REAL_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "casia-hwdb-sample")
 

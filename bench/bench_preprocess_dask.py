@@ -41,8 +41,8 @@ sys.path.insert(0, BENCH)
 
 import bench_preprocess  # noqa: E402
 
-from beam_preprocess import gnt, schema  # noqa: E402
-from beam_preprocess.charset import Charset  # noqa: E402
+from beam_preprocess.contract import gnt, schema
+from beam_preprocess.contract.charset import Charset  # noqa: E402
 
 
 class LocalDaskCluster:

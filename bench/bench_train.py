@@ -53,7 +53,7 @@ def _steady(clock, steps_per_epoch: int, global_batch: int) -> dict:
 
 
 def run_framework(args) -> dict:
-    from trainers import configs, train
+    from trainers.training import configs, train
     overrides = [f"epochs={args.epochs}", "eval_split=", "verbose=0", *args.set]
     if not args.augment:
         overrides.append("augment=false")
@@ -75,7 +75,7 @@ def run_bare(args) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from trainers import configs, input_pipeline, precision, strategy, train
+    from trainers.training import configs, input_pipeline, precision, strategy, train
     config = configs.override(configs.get_config(args.config),
                               [f"epochs={args.epochs}", "augment=false", *args.set])
     policy = precision.apply(config.precision)

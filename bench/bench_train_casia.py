@@ -37,7 +37,7 @@ def top1(model_path: str, data_dir: str, split: str = "validation") -> tuple[flo
     import keras
     import numpy as np
 
-    from trainers import input_pipeline
+    from trainers.training import input_pipeline
     model = keras.models.load_model(model_path, compile=False)
     source = input_pipeline.open_preprocessed(data_dir)
     correct = total = 0

@@ -53,8 +53,8 @@ def _output_flags(p: argparse.ArgumentParser, setup: bool = True) -> None:
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (passed to hccr-train)")
-    g.add_argument("--config", help="a trainers.configs preset (smoke, demo, hwdb11, ...) or "
-                                    "a config.json")
+    g.add_argument("--config", help="a trainers.training.configs preset (smoke, demo, hwdb11, "
+                                    "...) or a config.json")
     g.add_argument("--data", help="preprocessed data directory (local, gs://, s3://, ...)")
     g.add_argument("--workdir", help="checkpoints, logs and the model")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

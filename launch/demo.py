@@ -96,7 +96,7 @@ def unseen_writer(raw: str) -> str:
 
     The same rule hccr-preprocess applies, so both models are shown a writer they never saw.
     """
-    from beam_preprocess import splits
+    from beam_preprocess.job import splits
     paths = sorted(glob.glob(os.path.join(raw, "*.gnt")))
     assigned, _ = splits.assign_splits(paths, "auto", VALIDATION_FRACTION)
     held_out = sorted(splits.writer_id(p) for p, split in assigned.items()

@@ -1,6 +1,6 @@
 """The training job every launcher starts: `hccr-train --config NAME ...`, before distribution.
 
-Config names and `--set` overrides are checked against `trainers.configs` when it can be
+Config names and `--set` overrides are checked against `trainers.training.configs` when it can be
 imported (a clear error lists the presets); a `config.json` path, or a machine without the
 trainers, is accepted as it is and left to `hccr-train` to check where it runs.
 """
@@ -28,7 +28,7 @@ class TrainJob:
     """What to train.
 
     Attributes:
-      config: a preset name of trainers.configs, or a config.json path.
+      config: a preset name of trainers.training.configs, or a config.json path.
       data: the preprocessed data directory (any tf.io.gfile scheme), passed as --data.
       workdir: checkpoints, logs and the final model, passed as --workdir.
       overrides: `key=value` config overrides, each passed as --set.
@@ -83,13 +83,13 @@ class TrainJob:
 
 def _configs_module():
     try:
-        return importlib.import_module("trainers.configs")
+        return importlib.import_module("trainers.training.configs")
     except ImportError:
         return None
 
 
 def available_presets() -> list[str] | None:
-    """The preset names of trainers.configs, or None where it cannot be imported."""
+    """The preset names of trainers.training.configs, or None where it cannot be imported."""
     module = _configs_module()
     presets = getattr(module, "PRESETS", None)
     return sorted(presets) if presets is not None else None

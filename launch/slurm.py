@@ -38,7 +38,7 @@ from launch.plan import (
 from launch.render import DEFAULT_PORT, nccl_lines, train_comment
 
 STRATEGIES = ("horovod", "multi_worker")
-# trainers.preemption.PREEMPTED_EXIT (not imported: rendering must not need TensorFlow).
+# trainers.training.preemption.PREEMPTED_EXIT (not imported: rendering must not need TensorFlow).
 PREEMPTED_EXIT = 75
 DEFAULT_SIGNAL_SECONDS = 300
 

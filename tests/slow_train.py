@@ -25,8 +25,8 @@ class Pause(keras.callbacks.Callback):
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     seconds = float(argv.pop(0))
-    from trainers import main as train_main
-    from trainers import train
+    from trainers.training import main as train_main
+    from trainers.training import train
     real = train.train_and_evaluate
 
     def paused(config, workdir, data_dir, **kwargs):

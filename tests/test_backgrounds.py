@@ -1,7 +1,8 @@
 """Real-world backgrounds: real CASIA samples pasted on grey, gradient and noisy backgrounds, and
 inverted (white on black), must normalize like the same samples on white
-(`beam_preprocess.imaging.normalize_background`), in numpy (preprocess, eval, hccr-predict) and
-in the SavedModel's serving signature, and a classifier's top-1 must stay within 2 points."""
+(`beam_preprocess.contract.imaging.normalize_background`), in numpy (preprocess, eval,
+hccr-predict) and in the SavedModel's serving signature, and a classifier's top-1
+must stay within 2 points."""
 import itertools
 import os
 
@@ -11,8 +12,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from beam_preprocess import imaging  # noqa: E402
-from beam_preprocess.gnt import read_gnt  # noqa: E402
+from beam_preprocess.contract import imaging
+from beam_preprocess.contract.gnt import read_gnt  # noqa: E402
 
 SIZE, MARGIN = 32, 2
 PAD = 16  # white around each sample, as a photo or scan of one character has
@@ -158,8 +159,8 @@ def test_classifier_top1_holds_on_real_backgrounds(casia_sample_dir, tmp_path):
     import keras
     import tensorflow as tf
 
-    from beam_preprocess.charset import Charset
-    from trainers import export, inference, predict
+    from beam_preprocess.contract.charset import Charset
+    from trainers.serving import export, inference, predict
 
     train_images, train_chars = real_samples(casia_sample_dir, per_class=TRAIN_PER_CLASS)
     images, chars = real_samples(casia_sample_dir, per_class=TEST_PER_CLASS,

@@ -1,6 +1,6 @@
 import pytest
 
-from beam_preprocess.charset import GB2312_LEVEL1_SIZE, Charset, gb2312_level1
+from beam_preprocess.contract.charset import GB2312_LEVEL1_SIZE, Charset, gb2312_level1
 
 
 def test_gb2312_level1_in_code_order():

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 
 from beam_preprocess import cli_errors
-from trainers import checkpoint as checkpoint_lib
+from trainers.training import checkpoint as checkpoint_lib
 
 CONTRACT = {"task": "chars", "model": "lenet", "model_overrides": {}, "num_classes": 3,
             "image_height": 8, "image_width": 8, "charset_sha256": "a" * 64}

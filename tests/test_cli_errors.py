@@ -73,7 +73,7 @@ def test_interrupt_is_one_line(capsys):
 
 
 def _train(capsys, data, tmp_path):
-    from trainers import main
+    from trainers.training import main
     capsys.readouterr()
     code = main.main(["--config", "smoke", "--data", str(data), "--workdir",
                       str(tmp_path / "run"), "--precision", "float32"])

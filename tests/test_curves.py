@@ -1,4 +1,5 @@
-"""Tests for trainers/curves.py: curves.png from a history.csv, handmade and from a real fit."""
+"""Tests for trainers/training/curves.py: curves.png from a history.csv, handmade and from a
+real fit."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -6,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from trainers import curves  # noqa: E402
+from trainers.training import curves
 
 HANDMADE = """epoch,accuracy,learning_rate,loss,top5,val_accuracy,val_loss,val_top5
 0,0.10,0.001,3.2,0.30,0.12,3.0,0.35
@@ -65,7 +66,7 @@ def test_history_written_by_a_real_fit(tmp_path):
     """The trainer's own HistoryCSV and LogLearningRate callbacks on a short model.fit."""
     import keras
 
-    from trainers import callbacks as callbacks_lib
+    from trainers.training import callbacks as callbacks_lib
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2),

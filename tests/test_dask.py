@@ -22,7 +22,8 @@ import pytest  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 import beam_preprocess  # noqa: E402
-from beam_preprocess import dgrl, gnt, pipeline, runners, schema, transforms  # noqa: E402
+from beam_preprocess.contract import dgrl, gnt, schema
+from beam_preprocess.job import pipeline, runners, transforms
 from launch import beam as beam_launch  # noqa: E402
 from launch import run as launch_run  # noqa: E402
 from tests import tiny_data  # noqa: E402

@@ -77,7 +77,7 @@ def test_readme_demo_trains_both_models_within_fifteen_minutes(tmp_path):
 
 
 def test_unseen_writer_is_the_one_preprocessing_holds_out(tmp_path):
-    from beam_preprocess import splits
+    from beam_preprocess.job import splits
     paths = []
     for number in range(1, 11):
         path = tmp_path / f"S{number:04d}-synth.gnt"

@@ -4,8 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from beam_preprocess import dgrl
-from beam_preprocess.errors import CasiaFormatError
+from beam_preprocess.contract import dgrl
+from beam_preprocess.contract.errors import CasiaFormatError
 
 
 def _page_bytes(code_length=2, lines=None, illustration="a page"):

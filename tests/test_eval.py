@@ -1,5 +1,5 @@
-"""Tests for trainers/evaluation.py and hccr-eval: metrics, report files and plots, and the
-one-loader-for-every-format rule (trainers/inference.py). Exported formats are evaluated in
+"""Tests for trainers/serving/evaluation.py and hccr-eval: metrics, report files and plots, and the
+one-loader-for-every-format rule (trainers/serving/inference.py). Exported formats are evaluated in
 test_export.py."""
 import csv
 import json
@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tests import test_eval_fixtures as fx  # noqa: E402
-from trainers import eval_cli, evaluation, inference  # noqa: E402
+from trainers.serving import eval_cli, evaluation, inference
 
 
 def test_edit_distance():

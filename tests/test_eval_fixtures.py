@@ -2,7 +2,8 @@
 
 Built once per test session (cached) in a temporary directory:
 
-- synthetic CASIA files from `beam_preprocess.synth` (6 classes, 6 writers, a DGRL page each),
+- synthetic CASIA files from `beam_preprocess.synthetic.synth` (6 classes, 6 writers, a DGRL
+  page each),
 - two preprocessed directories written with the schema encoders: chars at 32x32 (the 5th
   sample of each class and writer is "test", the others "train"), lines at height 32 (writers
   1-4 "train", 5-6 "test"),
@@ -24,8 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from beam_preprocess import imaging, metadata, schema  # noqa: E402
-from beam_preprocess.charset import Charset  # noqa: E402
+from beam_preprocess.contract import imaging, metadata, schema
+from beam_preprocess.contract.charset import Charset  # noqa: E402
 
 CHARS = "永和九年岁在"
 SIZE = 32
@@ -44,7 +45,7 @@ def root() -> str:
 def casia_dir() -> str:
     """Synthetic GNT files (6 writers x 5 samples x 6 classes, in that order) and one DGRL page
     per writer."""
-    from beam_preprocess.synth import SynthSpec, synthesize
+    from beam_preprocess.synthetic.synth import SynthSpec, synthesize
     out = os.path.join(root(), "casia")
     synthesize(SynthSpec(out_dir=out, chars=tuple(CHARS), writers=6, samples_per_class=5,
                          pages=1, lines_per_page=6, line_length=(3, 7), seed=3),
@@ -53,12 +54,12 @@ def casia_dir() -> str:
 
 
 def gnt_path(writer: int = 5) -> str:
-    from beam_preprocess.synth import SynthSpec
+    from beam_preprocess.synthetic.synth import SynthSpec
     return SynthSpec(out_dir=casia_dir(), chars=()).gnt_path(writer)
 
 
 def dgrl_path(writer: int = 5) -> str:
-    from beam_preprocess.synth import SynthSpec
+    from beam_preprocess.synthetic.synth import SynthSpec
     return SynthSpec(out_dir=casia_dir(), chars=()).dgrl_path(writer, 0)
 
 
@@ -83,7 +84,7 @@ def write_dataset(out: str, task: str, splits: dict, charset: Charset, height: i
 
 @functools.lru_cache(maxsize=None)
 def chars_data() -> str:
-    from beam_preprocess.gnt import read_gnt
+    from beam_preprocess.contract.gnt import read_gnt
     charset = Charset(list(CHARS))
     splits = {"train": [], "test": []}
     for writer in range(1, 7):
@@ -101,7 +102,7 @@ def chars_data() -> str:
 
 @functools.lru_cache(maxsize=None)
 def lines_data() -> str:
-    from beam_preprocess.dgrl import read_dgrl
+    from beam_preprocess.contract.dgrl import read_dgrl
     pages = {w: read_dgrl(dgrl_path(w)) for w in range(1, 7)}
     charset = Charset.from_data(c for p in pages.values() for line in p.lines for c in line.text)
     splits = {"train": [], "test": []}
@@ -119,8 +120,8 @@ def lines_data() -> str:
 
 
 def load_arrays(data_dir: str, split: str):
-    from beam_preprocess import metadata as md
-    from trainers import evaluation
+    from beam_preprocess.contract import metadata as md
+    from trainers.serving import evaluation
     info = md.load(data_dir)
     batches = list(evaluation.read_split(info, split, batch_size=1000))
     return info, batches[0]
@@ -128,7 +129,7 @@ def load_arrays(data_dir: str, split: str):
 
 def _write_companions(workdir: str, info, model_name: str) -> None:
     """charset.txt and model_info.json beside the model, as the trainer writes them."""
-    from trainers import inference
+    from trainers.serving import inference
     info.charset.save(os.path.join(workdir, schema.CHARSET_FILE))
     inference.ModelInfo.from_dataset(info, model_name).save(
         os.path.join(workdir, inference.MODEL_INFO_FILE))
@@ -140,7 +141,7 @@ def chars_model() -> str:
     import keras
 
     import models
-    from trainers import inference
+    from trainers.serving import inference
     keras.utils.set_random_seed(0)
     info, train = load_arrays(chars_data(), "train")
     model = models.build_model("hccr_resnet_tiny", num_classes=info.num_classes,
@@ -165,7 +166,7 @@ def lines_model() -> str:
 
     import models
     from models import ctc
-    from trainers import inference
+    from trainers.serving import inference
     keras.utils.set_random_seed(0)
     info, train = load_arrays(lines_data(), "train")
     model = models.build_model("crnn_tiny", num_classes=info.num_classes,
@@ -199,7 +200,7 @@ def lines_model() -> str:
 @functools.lru_cache(maxsize=None)
 def chars_export() -> tuple[str, dict]:
     """The chars model exported to the default formats (all evaluated on the test split)."""
-    from trainers import export
+    from trainers.serving import export
     out = os.path.join(root(), "export_chars")
     report = export.export(chars_model(), chars_data(), out, export.ExportConfig(
         eval_examples=1000, calibration_examples=50, latency_runs=3, throughput_batch=4,
@@ -209,7 +210,7 @@ def chars_export() -> tuple[str, dict]:
 
 @functools.lru_cache(maxsize=None)
 def lines_export() -> tuple[str, dict]:
-    from trainers import export
+    from trainers.serving import export
     out = os.path.join(root(), "export_lines")
     report = export.export(lines_model(), lines_data(), out, export.ExportConfig(
         eval_examples=1000, calibration_examples=12, latency_runs=2, throughput_batch=2,

@@ -1,6 +1,6 @@
-"""Tests for trainers/export.py and trainers/tensorrt.py: every default format exported from a
-tiny trained model and evaluated through hccr-eval, the SavedModel serving signature on raw
-images of odd sizes, TensorRT's missing-dependency failure, and atomic output."""
+"""Tests for trainers/serving/export.py and trainers/serving/tensorrt.py: every default format
+exported from a tiny trained model and evaluated through hccr-eval, the SavedModel serving
+signature on raw images of odd sizes, TensorRT's missing-dependency failure, and atomic output."""
 import io
 import json
 import os
@@ -10,11 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from beam_preprocess import imaging  # noqa: E402
-from beam_preprocess.dgrl import read_dgrl  # noqa: E402
-from beam_preprocess.gnt import read_gnt  # noqa: E402
+from beam_preprocess.contract import imaging
+from beam_preprocess.contract.dgrl import read_dgrl  # noqa: E402
+from beam_preprocess.contract.gnt import read_gnt  # noqa: E402
 from tests import test_eval_fixtures as fx  # noqa: E402
-from trainers import eval_cli, export, export_cli, inference, predict, tensorrt  # noqa: E402
+from trainers.serving import eval_cli, export, export_cli, inference, predict, tensorrt
 
 # INT8 tolerance (also stated in docs/benchmarks.md): on the 36-image test split, full-INT8
 # TFLite keeps top-1 within 1 image (2.8 points) of the float32 TFLite model and agrees with

@@ -4,8 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from beam_preprocess import gnt
-from beam_preprocess.errors import CasiaFormatError
+from beam_preprocess.contract import gnt
+from beam_preprocess.contract.errors import CasiaFormatError
 
 # Counts from ../shared/data/README.md
 REAL_COUNTS = {"宪": 600, "宀": 603, "宙": 601, "实": 599, "宠": 603, "它": 598, "宄": 239,
@@ -142,7 +142,7 @@ def test_real_sample_exact_counts(casia_sample_dir):
 
 def test_reads_and_writes_through_tf_gfile_schemes():
     """URLs go through tf.io.gfile (gs://, s3://, hdfs://); TF's in-memory ram:// stands in."""
-    from beam_preprocess import dgrl
+    from beam_preprocess.contract import dgrl
     images = [np.full((3, 4), 7, np.uint8), np.full((2, 2), 9, np.uint8)]
     gnt.write_gnt("ram://casia/a.gnt", zip(["中", "国"], images))
     samples = list(gnt.read_gnt("ram://casia/a.gnt"))
@@ -150,5 +150,5 @@ def test_reads_and_writes_through_tf_gfile_schemes():
     dgrl.write_dgrl("ram://casia/p.dgrl", page_height=5, page_width=5,
                     lines=[("中国", 0, 0, images[0])])
     assert dgrl.read_dgrl("ram://casia/p.dgrl").lines[0].text == "中国"
-    from beam_preprocess.fileio import expand_globs
+    from beam_preprocess.contract.fileio import expand_globs
     assert expand_globs(["ram://casia/*.gnt"]) == ["ram://casia/a.gnt"]

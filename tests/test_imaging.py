@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from beam_preprocess import imaging
+from beam_preprocess.contract import imaging
 
 
 def _blank(h, w):

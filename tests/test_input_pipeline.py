@@ -8,9 +8,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 tf = pytest.importorskip("tensorflow")
 
-from beam_preprocess import schema
+from beam_preprocess.contract import schema
 from tests import tiny_data
-from trainers import augment, input_pipeline
+from trainers.training import augment, input_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -218,8 +218,8 @@ def test_stale_extra_shards_are_never_read(tmp_path, caplog):
     dataset = input_pipeline.make_dataset(source, "train", batch_size=8, training=False)
     assert _count(dataset) == 20
 
-    from beam_preprocess import metadata
-    from trainers import evaluation
+    from beam_preprocess.contract import metadata
+    from trainers.serving import evaluation
     batches = evaluation.read_split(metadata.load(data_dir), "train", batch_size=8)
     assert sum(len(b["label"]) for b in batches) == 20
 
@@ -253,14 +253,14 @@ def test_truncated_shard_is_named_in_training_and_evaluation(truncated_dir):
     assert message.startswith(damaged + ": damaged TFRecord shard after record 11: ")
     assert "truncated record" in message and "\n" not in message and "{{" not in message
 
-    from beam_preprocess import metadata
-    from trainers import evaluation
+    from beam_preprocess.contract import metadata
+    from trainers.serving import evaluation
     with pytest.raises(input_pipeline.DamagedShardError, match=damaged):
         list(evaluation.read_split(metadata.load(data_dir), "train", batch_size=8))
 
 
 def test_truncated_shard_stops_training_with_its_name(truncated_dir, tmp_path):
-    from trainers import configs, train
+    from trainers.training import configs, train
     data_dir, damaged = truncated_dir
     config = configs.override(configs.get_config("smoke"),
                               ["epochs=1", "steps_per_epoch=2", "eval_steps=1",

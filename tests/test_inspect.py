@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 
-from beam_preprocess import dgrl, gnt
-from beam_preprocess.inspect_cli import main as inspect_main
+from beam_preprocess.contract import dgrl, gnt
+from beam_preprocess.contract.inspect_cli import main as inspect_main
 from tests.test_gnt import REAL_COUNTS
 
 

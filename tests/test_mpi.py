@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from launch import cli, run
-from trainers import strategy
+from trainers.training import strategy
 
 
 def _mpi_horovod():
@@ -93,7 +93,7 @@ def test_a_process_that_joins_alone_stops_before_writing(tmp_path):
     data = tiny_data.write_chars(tmp_path / "chars", num_classes=4, image_size=32)
     workdir = tmp_path / "run"
     env = dict(os.environ, SLURM_STEP_NUM_TASKS="2", TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-m", "trainers.main", "--config", "smoke",
+    result = subprocess.run([sys.executable, "-m", "trainers.training.main", "--config", "smoke",
                              "--data", data, "--workdir", str(workdir), "--strategy",
                              "one_device"], env=env, capture_output=True, text=True,
                             timeout=300, check=False)

@@ -12,9 +12,10 @@ import pytest  # noqa: E402
 from apache_beam.testing import test_pipeline as beam_testing  # noqa: E402
 from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 
-from beam_preprocess import dgrl, gnt, metadata, pipeline, schema, transforms  # noqa: E402
-from beam_preprocess.charset import Charset  # noqa: E402
-from beam_preprocess.transforms import InputFile, JobConfig, ShardTask  # noqa: E402
+from beam_preprocess.contract import dgrl, gnt, metadata, schema
+from beam_preprocess.contract.charset import Charset  # noqa: E402
+from beam_preprocess.job import pipeline, transforms
+from beam_preprocess.job.transforms import InputFile, JobConfig, ShardTask  # noqa: E402
 
 CHARS = "啊阿埃挨哎唉"  # GB2312 level 1
 MULTI_PROCESSING = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
@@ -195,7 +196,7 @@ def test_end_to_end_read_back_with_tf_data(tmp_path):
         assert counts == md["class_counts"][split]
     # The first train example is the first sample of the first file of shard 0, exactly.
     first = next(gnt.read_gnt(str(tmp_path / "in" / "1001-c.gnt")))
-    from beam_preprocess import imaging
+    from beam_preprocess.contract import imaging
     train0 = read_split(out, "train")
     assert any(np.array_equal(ex["pixels"], imaging.normalize_char(first.image))
                and ex["source"] == b"1001-c.gnt:0" for ex in train0)

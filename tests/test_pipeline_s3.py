@@ -12,8 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from beam_preprocess import gnt, pipeline, schema  # noqa: E402
-from beam_preprocess.tfrecords import iter_records  # noqa: E402
+from beam_preprocess.contract import gnt, schema
+from beam_preprocess.contract.tfrecords import iter_records  # noqa: E402
+from beam_preprocess.job import pipeline
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
@@ -109,7 +110,7 @@ TF_READER = """
 import sys
 import tensorflow as tf
 import tensorflow_io  # registers s3://
-from beam_preprocess import schema
+from beam_preprocess.contract import schema
 files = sorted(tf.io.gfile.glob("s3://hwdb/out/" + schema.shard_pattern("train")))
 ds = tf.data.TFRecordDataset(files).map(
     lambda r: tf.io.parse_single_example(r, schema.feature_spec("chars")))
@@ -140,7 +141,7 @@ def test_shards_on_s3_read_back_with_tf_data(s3_server, tmp_path):
                           text=True, timeout=180)
     result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert result, proc.stderr[-3000:]
-    from beam_preprocess.charset import Charset
+    from beam_preprocess.contract.charset import Charset
     data = Charset.from_data("啊阿埃宀")  # --charset data: 宀 is a class, not a reject
     expected = sorted([data.index(c) for c in "啊阿埃宀"] * 2)
     assert result[0] == f"RESULT 2 {expected}"

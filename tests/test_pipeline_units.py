@@ -7,7 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from beam_preprocess import encoding, gnt, pipeline, schema, splits, tfrecords, transforms  # noqa: E402  # noqa: E402
+from beam_preprocess.contract import encoding, gnt, schema, tfrecords
+from beam_preprocess.job import pipeline, splits, transforms
 
 
 @pytest.mark.parametrize("name, writer", [
@@ -211,7 +212,7 @@ def test_an_output_path_that_is_a_file_is_a_one_line_error(tmp_path, capsys, bel
 def test_default_line_charset_is_all_of_gb2312():
     """HWDB2.x lines hold GB2312 level-2 characters: the old default (level 1 only) rejected
     every line holding one."""
-    from beam_preprocess import charset as cs
+    from beam_preprocess.contract import charset as cs
     lines = cs.Charset.named(pipeline.DEFAULT_CHARSETS["lines"])
     assert pipeline.DEFAULT_CHARSETS["lines"] == "gb2312+lines" and len(lines) == 7541
     assert lines.chars[:6763] == cs.gb2312_hanzi() == cs.Charset.named("gb2312").chars
@@ -224,8 +225,8 @@ def test_default_line_charset_is_all_of_gb2312():
 
 
 def test_a_line_with_an_out_of_charset_character_is_rejected_naming_it():
-    from beam_preprocess import charset as cs
-    from beam_preprocess import dgrl
+    from beam_preprocess.contract import charset as cs
+    from beam_preprocess.contract import dgrl
     index = {c: i for i, c in enumerate(cs.Charset.named("gb2312+lines").chars)}
     image = np.full((40, 120), 255, np.uint8)
     image[10:30, 10:110] = 20

@@ -1,4 +1,4 @@
-"""Tests for trainers/predict.py and hccr-predict: PNG/JPEG, GNT and DGRL inputs, any model
+"""Tests for trainers/serving/predict.py and hccr-predict: PNG/JPEG, GNT and DGRL inputs, any model
 format, charset from --data or from the files next to the model, text/JSON/JSONL output."""
 import json
 import os
@@ -9,10 +9,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from beam_preprocess import imaging  # noqa: E402
-from beam_preprocess.gnt import read_gnt  # noqa: E402
+from beam_preprocess.contract import imaging
+from beam_preprocess.contract.gnt import read_gnt  # noqa: E402
 from tests import test_eval_fixtures as fx  # noqa: E402
-from trainers import inference, predict, predict_cli  # noqa: E402
+from trainers.serving import inference, predict, predict_cli
 
 
 def _run_json(capsys, argv):

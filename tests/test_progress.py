@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from beam_preprocess import gnt, job_progress, pipeline  # noqa: E402
+from beam_preprocess.contract import gnt
+from beam_preprocess.job import job_progress, pipeline
 from tests.test_pipeline import MULTI_PROCESSING, glyph, make_writers  # noqa: E402
 
 PROGRESS = re.compile(r"progress: files (\d+)/(\d+), ([\d,]+) samples \(([\d,]+)/s\), "
@@ -104,7 +105,7 @@ def test_negative_progress_interval_is_refused(tmp_path):
 
 
 def test_fit_verbosity_is_a_bar_on_a_terminal_and_a_line_per_epoch_in_logs():
-    from trainers import callbacks, configs
+    from trainers.training import callbacks, configs
     assert configs.Config().verbose == "auto"
     assert callbacks.fit_verbosity("auto", _Terminal()) == 1
     assert callbacks.fit_verbosity("auto", io.StringIO()) == 2
@@ -121,7 +122,7 @@ def test_fit_verbosity_is_a_bar_on_a_terminal_and_a_line_per_epoch_in_logs():
 _CACHE_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
-    from trainers import input_pipeline as ip
+    from trainers.training import input_pipeline as ip
 
     images = np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8)
     labels = np.arange(40) % 3
@@ -161,5 +162,5 @@ def test_beam_does_not_warn_about_yield_and_return_in_the_charset_scan():
     # `return` line carries anything after it, a comment included.
     from apache_beam.transforms.core import _check_fn_use_yield_and_return
 
-    from beam_preprocess import transforms
+    from beam_preprocess.job import transforms
     assert _check_fn_use_yield_and_return(transforms.scan_characters) is False

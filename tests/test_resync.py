@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from beam_preprocess import dgrl, gnt, pipeline
+from beam_preprocess.contract import dgrl, gnt
+from beam_preprocess.job import pipeline
 from tests.test_pipeline import read_rejects, read_split
 
 N = 20       # records taken from the real file
@@ -268,7 +269,7 @@ def test_a_one_pixel_tall_line_is_rejected_before_it_is_scaled():
     allocated."""
     import tracemalloc
 
-    from beam_preprocess import transforms
+    from beam_preprocess.job import transforms
     bitmap = np.full((1, 20000), 255, np.uint8)
     bitmap[0, ::3] = 0
     line = dgrl.DgrlLine("中", ("中".encode("gbk"),), 0, 0, bitmap, 99, 0)
@@ -292,7 +293,7 @@ def test_a_one_pixel_tall_line_is_rejected_before_it_is_scaled():
 def test_a_page_with_a_large_illustration_is_read_by_inspect_and_preprocess(tmp_path, capsys):
     """The old job looked for the whole header in the first 4096 bytes and refused the file
     that hccr-inspect read."""
-    from beam_preprocess.inspect_cli import main as inspect_main
+    from beam_preprocess.contract.inspect_cli import main as inspect_main
     rng = np.random.default_rng(0)
     image = np.full((40, 120), 255, np.uint8)
     image[10:30, 10:110] = rng.integers(0, 100, (20, 100))
@@ -309,7 +310,7 @@ def test_a_page_with_a_large_illustration_is_read_by_inspect_and_preprocess(tmp_
 
 
 def test_inspect_reports_the_skipped_range_and_reads_on(real_records, tmp_path, capsys):
-    from beam_preprocess.inspect_cli import main as inspect_main
+    from beam_preprocess.contract.inspect_cli import main as inspect_main
     records, _ = real_records
     path = tmp_path / "0001-c.gnt"
     path.write_bytes(b"".join(records[:DAMAGED]) + b"\x01" * 12 + b"".join(records[DAMAGED:]))

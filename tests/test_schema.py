@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from beam_preprocess import schema
+from beam_preprocess.contract import schema
 
 
 @pytest.fixture(scope="module")

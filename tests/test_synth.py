@@ -3,9 +3,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from beam_preprocess import dgrl, gnt, synth
-from beam_preprocess.charset import gb2312_level1
-from beam_preprocess.synth_cli import main as synth_main
+from beam_preprocess.contract import dgrl, gnt
+from beam_preprocess.contract.charset import gb2312_level1
+from beam_preprocess.synthetic import synth
+from beam_preprocess.synthetic.synth_cli import main as synth_main
 
 
 def _digest(paths):
@@ -73,7 +74,7 @@ def test_help_quotes_the_readme_time():
     import os
     import re
 
-    from beam_preprocess.synth_cli import build_parser
+    from beam_preprocess.synthetic.synth_cli import build_parser
     readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "README.md")
     with open(readme, encoding="utf-8") as f:

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 
 from tests import tiny_data
-from trainers import configs, train
+from trainers.training import configs, train
 
 BIN = os.path.dirname(sys.executable)
 HCCR_TRAIN = os.path.join(BIN, "hccr-train")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trainers import configs, main
+from trainers.training import configs, main
 
 
 @pytest.mark.parametrize("name", sorted(configs.PRESETS))

@@ -11,11 +11,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 keras = pytest.importorskip("keras")
 
-from beam_preprocess import metadata
-from beam_preprocess.charset import Charset
+from beam_preprocess.contract import metadata
+from beam_preprocess.contract.charset import Charset
 from tests import tiny_data
-from trainers import checkpoint as checkpoint_lib
-from trainers import configs, input_pipeline, main, train
+from trainers.training import checkpoint as checkpoint_lib
+from trainers.training import configs, input_pipeline, main, train
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +129,7 @@ def test_replicas_are_compared_variable_by_variable():
 
 
 def test_hwdb11_validation_is_carved_from_the_training_writers_by_writer_id():
-    from beam_preprocess import splits
+    from beam_preprocess.job import splits
     paths = [f"HWDB1.1trn_gnt/{w}-c.gnt" for w in range(1001, 1241)] + \
             [f"HWDB1.1tst_gnt/{w}-c.gnt" for w in range(1241, 1301)]
     assigned, rule = splits.assign_splits(paths, "casia", 0.1)

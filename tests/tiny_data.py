@@ -8,7 +8,7 @@ Every class is a simple pattern a tiny model learns in a few steps: a filled blo
 class-specific cell of a grid, plus a class-specific stroke, jittered a little and with noise
 per sample. Images are uint8 with background 255 and ink near 0, like the Beam job's output.
 The directory holds shards `<split>-<shard:05d>-of-<n:05d>.tfrecord[.gz]`, `charset.txt` and
-`metadata.json` (read back by `beam_preprocess.metadata.load`). Local paths only; for other
+`metadata.json` (read back by `beam_preprocess.contract.metadata.load`). Local paths only; for other
 schemes write locally and copy.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ import os
 
 import numpy as np
 
-from beam_preprocess import metadata, schema
-from beam_preprocess.charset import Charset
+from beam_preprocess.contract import metadata, schema
+from beam_preprocess.contract.charset import Charset
 
 # Distinct characters for the charsets (any would do; these are in GB2312 level 1).
 CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可也你"

@@ -1,5 +1,6 @@
-"""Training, evaluation, inference and export of the hccr models.
+"""Training (`trainers.training`) and serving (`trainers.serving`: evaluation, export,
+inference and prediction) of the hccr models.
 
-Training: `trainers.train.train_and_evaluate(config, workdir, data_dir)`, behind the
-`hccr-train` command (`trainers/main.py`); configs in `trainers/configs.py`.
+Training: `trainers.training.train.train_and_evaluate(config, workdir, data_dir)`, behind the
+`hccr-train` command (`trainers/training/main.py`); configs in `trainers/training/configs.py`.
 """

@@ -1,6 +1,6 @@
 """`python -m trainers` = `hccr-train`."""
 import sys
 
-from trainers.main import main
+from trainers.training.main import main
 
 sys.exit(main())

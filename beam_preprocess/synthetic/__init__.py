@@ -1,0 +1,3 @@
+"""Synthetic handwriting rendered from CJK fonts into real CASIA files (`hccr-synth`): the
+embedded default dataset, and synthetic writers as a training ingredient.
+"""
