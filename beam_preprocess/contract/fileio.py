@@ -16,6 +16,14 @@ def has_scheme(path: str) -> bool:
     return "://" in str(path)
 
 
+def join(directory: str, *names: str) -> str:
+    """Joins paths for local directories and URLs (gs://, s3://: always "/") alike."""
+    if has_scheme(directory):
+        import posixpath
+        return posixpath.join(directory, *names)
+    return os.path.join(directory, *names)
+
+
 @contextlib.contextmanager
 def open_binary(path: str, mode: str = "rb") -> Iterator[BinaryIO]:
     """Opens `path` for binary reading or writing, whatever its scheme."""
