@@ -3,8 +3,8 @@
 Measured in the same run, on the same files, doing the same work:
 
 * plain:     one Python process, for each file: parse (gnt.read_gnt), normalize
-             (imaging.normalize_char), encode (encoding.char_example, the job's encoder:
-             byte-identical to schema.char_example and 5x faster), frame and write one
+             (imaging.normalize_char), encode (schema.char_example, the job's encoder:
+             byte-identical to schema.reference_char_example and 5x faster), frame and write one
              TFRecord file per input file. This is the per-sample work with no framework.
 * beam-1:    the Beam job on the DirectRunner, in-process (--direct_num_workers 1).
 * beam-mp2:  the Beam job on the DirectRunner, --direct_running_mode multi_processing with
@@ -38,7 +38,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from beam_preprocess.contract import encoding, gnt, imaging, schema
+from beam_preprocess.contract import gnt, imaging, schema
 from beam_preprocess.contract.charset import Charset  # noqa: E402
 from beam_preprocess.contract.tfrecords import RecordWriter  # noqa: E402
 from beam_preprocess.job import pipeline, splits
@@ -79,10 +79,10 @@ def plain_loop(files: list[str], out_dir: str, charset: Charset, *, size: int = 
                     t2 = clock()
                     stages["normalize"] += t2 - t1
                 h, w = sample.image.shape
-                record = encoding.char_example(image=image.tobytes(), height=size, width=size,
-                                               label=index[sample.char], char=sample.char,
-                                               writer=splits.writer_id(name), orig_height=h,
-                                               orig_width=w, source=f"{name}:{sample.offset}")
+                record = schema.char_example(image=image.tobytes(), height=size, width=size,
+                                             label=index[sample.char], char=sample.char,
+                                             writer=splits.writer_id(name), orig_height=h,
+                                             orig_width=w, source=f"{name}:{sample.offset}")
                 if timed:
                     t3 = clock()
                     stages["encode"] += t3 - t2
@@ -148,11 +148,11 @@ def bench_dataset(label: str, pattern: str, work: str, repeat: int) -> list[dict
         print(f"  {name:<10} {seconds / read * 1e6:7.1f} µs/sample  {100 * seconds / total:5.1f}%")
     kw = dict(image=bytes(64 * 64), height=64, width=64, label=1234, char="啊", writer="1001",
               orig_height=80, orig_width=70, source="1001-c.gnt:123456")
-    for encoder in (schema.char_example, encoding.char_example):
+    for encoder in (schema.reference_char_example, schema.char_example):
         start = time.process_time()
         for _ in range(5000):
             encoder(**kw)
-        print(f"  ({encoder.__module__}.char_example alone: "
+        print(f"  (schema.{encoder.__name__} alone: "
               f"{(time.process_time() - start) / 5000 * 1e6:.1f} µs/sample CPU)")
     for row in rows:
         best, cpu = min(row["walls"]), min(row["cpus"])

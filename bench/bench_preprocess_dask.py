@@ -25,7 +25,6 @@ import hashlib
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,8 +40,9 @@ sys.path.insert(0, BENCH)
 
 import bench_preprocess  # noqa: E402
 
-from beam_preprocess.contract import gnt, schema
+from beam_preprocess.contract import gnt, schema  # noqa: E402
 from beam_preprocess.contract.charset import Charset  # noqa: E402
+from tests.process_groups import stop_in_reverse  # noqa: E402
 
 
 class LocalDaskCluster:
@@ -83,14 +83,7 @@ class LocalDaskCluster:
         return total
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):  # workers first, one at a time
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_in_reverse(self.procs)  # workers first, one at a time
 
 
 def output_digest(out_dir: str) -> str:

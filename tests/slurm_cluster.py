@@ -5,7 +5,7 @@ all from a temporary directory, torn down by pid.
         job_id = cluster.sbatch("job.sbatch", cwd=workdir)
         state = cluster.wait(job_id)          # {"JobState": "COMPLETED", "ExitCode": "0:0", ...}
 
-Facts this relies on (measured on Debian 12's slurm-wlm 22.05, see ../shared/STACK.md):
+Facts this relies on (measured on Debian 12's slurm-wlm 22.05):
 - SlurmctldHost must be the short host name; node names must resolve, so the two nodes of a
   two-node cluster are this host's short name and `localhost`, both at 127.0.0.1, each slurmd
   started with `-N NAME` on its own port.

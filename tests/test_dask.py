@@ -8,7 +8,6 @@ import glob
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,8 +24,9 @@ import beam_preprocess  # noqa: E402
 from beam_preprocess.contract import dgrl, gnt, schema
 from beam_preprocess.job import pipeline, runners, transforms
 from launch import beam as beam_launch  # noqa: E402
-from launch import run as launch_run  # noqa: E402
+from launch import submit as launch_submit  # noqa: E402
 from tests import tiny_data  # noqa: E402
+from tests.process_groups import stop_in_reverse  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARS = "啊阿埃挨哎唉"  # GB2312 level 1
@@ -147,16 +147,7 @@ class DaskProcesses:
                             f"{self.log_dir}/{name}.log")
 
     def stop(self) -> None:
-        # One at a time, workers before their scheduler: stopped all at once, the workers
-        # wait for the scheduler that is going away.
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_in_reverse([proc for _, proc in self.procs])
 
 
 @pytest.fixture(scope="module")
@@ -234,14 +225,14 @@ def test_launcher_script_runs_the_job_on_dask(dask_cluster, default_runs, tmp_pa
     """`hccr-launch beam dask` renders a script; run as rendered, it writes the same shards."""
     chars_in = default_runs["args"]["chars"][1]
     out = tmp_path / "out"
-    plan = beam_launch.beam_plan("dask", [os.path.join(chars_in, "*.gnt")], str(out),
-                                 task="chars", extra=["--num-shards", "2"],
-                                 dask_address=dask_cluster, setup=[])
+    plan = beam_launch.beam_plan(beam_launch.BeamJobSpec(
+        "dask", [os.path.join(chars_in, "*.gnt")], str(out), task="chars",
+        extra=["--num-shards", "2"], dask_address=dask_cluster), setup=[])
     assert f"dask scheduler --port {dask_cluster.rsplit(':', 1)[1]}" in plan.text
     assert f"dask worker {dask_cluster} --nworkers 1 --nthreads 1" in plan.text
     assert beam_launch.DASK_JOBQUEUE_URL in plan.text
     assert beam_launch.DASK_OPERATOR_URL in plan.text
-    assert launch_run.execute(plan, log=io.StringIO()) == 0
+    assert launch_submit.execute(plan, log=io.StringIO()) == 0
     assert written_files(out) == written_files(default_runs["root"] / "chars-default")
 
 
@@ -443,7 +434,7 @@ def test_missing_outputs_after_a_run_fail_the_job(default_runs, tmp_path, monkey
 
 def test_hccr_launch_beam_dask_dry_run(capsys):
     from launch import cli
-    from launch.jobs import LaunchError
+    from launch.errors import LaunchError
     assert cli.main(["beam", "dask", "--input", "/shared/in/*.gnt", "--output", "/shared/out",
                      "--dask-address", "sched:9000", "--num-workers", "4", "--dry-run", "--",
                      "--num-shards", "64"]) == 0
@@ -454,9 +445,10 @@ def test_hccr_launch_beam_dask_dry_run(capsys):
     assert "#   dask scheduler --port 9000\n" in text
     assert "#   dask worker tcp://sched:9000 --nworkers 4 --nthreads 1" in text
     assert "dask-jobqueue" in text and "Dask operator" in text
-    plan = beam_launch.beam_plan("dask", ["/s/*.gnt"], "/s/out")
+    plan = beam_launch.beam_plan(beam_launch.BeamJobSpec("dask", ["/s/*.gnt"], "/s/out"))
     assert [(r.kind, r.name) for r in plan.requires] == [
         ("program", "hccr-preprocess"), ("module", "distributed"),
         ("endpoint", "localhost:8786")]
     with pytest.raises(LaunchError, match="--dask-address takes tcp://HOST:PORT"):
-        beam_launch.beam_plan("dask", ["/s/*.gnt"], "/s/out", dask_address="tls://s:1")
+        beam_launch.beam_plan(beam_launch.BeamJobSpec("dask", ["/s/*.gnt"], "/s/out",
+                                                      dask_address="tls://s:1"))

@@ -22,7 +22,8 @@ def _page_bytes(code_length=2, lines=None, illustration="a page"):
 def test_round_trip(code_length):
     data, lines = _page_bytes(code_length)
     page = dgrl.read_dgrl(io.BytesIO(data), path="p.dgrl")
-    assert (page.height, page.width, page.code_length) == (60, 40, code_length)
+    assert (page.header.height, page.header.width, page.header.code_length) == (
+        60, 40, code_length)
     assert [li.text for li in page.lines] == [t for t, *_ in lines]
     for li, (_, top, left, image) in zip(page.lines, lines):
         assert (li.top, li.left) == (top, left)
@@ -44,7 +45,7 @@ def test_ascii_code_length_one():
 def test_variable_header_length_and_format_code_not_relied_on():
     long_header, _ = _page_bytes(illustration="x" * 300)
     page = dgrl.read_dgrl(io.BytesIO(long_header))
-    assert page.illustration == "x" * 300
+    assert page.header.illustration == "x" * 300
     odd = bytearray(long_header)
     odd[4:12] = b"WHATEVER"  # real files vary in this string
     assert [li.text for li in dgrl.read_dgrl(io.BytesIO(bytes(odd))).lines] == ["中文12,", "Ab。"]

@@ -1,4 +1,4 @@
-"""Unit tests of the preprocessing job's pieces: splits, shard plan, encoder, TFRecord framing."""
+"""Unit tests of the preprocessing job's pieces: splits, shard plan, TFRecord framing, outcomes."""
 import io
 import os
 
@@ -7,8 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from beam_preprocess.contract import encoding, gnt, schema, tfrecords
-from beam_preprocess.job import pipeline, splits, transforms
+from beam_preprocess.contract import gnt, tfrecords
+from beam_preprocess.job import beam_private, pipeline, splits, transforms
 
 
 @pytest.mark.parametrize("name, writer", [
@@ -85,19 +85,6 @@ def test_split_names_are_checked():
     assert splits.check_split_name("validation_2") == "validation_2"
     with pytest.raises(ValueError):
         splits.check_split_name("train-a")
-
-
-def test_fast_encoder_is_byte_identical_to_the_schema():
-    rng = np.random.default_rng(0)
-    for i in range(200):
-        kw = dict(image=rng.integers(0, 256, int(rng.integers(0, 5000)), np.uint8).tobytes(),
-                  height=int(rng.integers(1, 300)), width=int(rng.integers(1, 300)),
-                  label=int(rng.integers(0, 1 << 20)) if i % 7 else -1,
-                  char=chr(int(rng.integers(0x4E00, 0x9FA5))),
-                  writer="w" * int(rng.integers(0, 200)),
-                  orig_height=int(rng.integers(0, 70000)), orig_width=int(rng.integers(0, 127)),
-                  source="x/" * int(rng.integers(0, 100)) + f"f:{int(rng.integers(0, 1 << 40))}")
-        assert encoding.char_example(**kw) == schema.char_example(**kw)
 
 
 def test_tfrecord_framing_matches_tensorflow(tmp_path):
@@ -183,6 +170,32 @@ def test_beam_pipeline_options_pass_through_unchanged():
     options = PipelineOptions(rest).get_all_options()
     assert options["runner"] == "DataflowRunner" and options["direct_num_workers"] == 2
     assert options["s3_endpoint_url"] == "http://127.0.0.1:9000"
+
+
+def test_the_beam_internals_the_local_runner_needs_are_installed():
+    problems = beam_private.private_api_problems()
+    assert not problems, "\n".join(problems)
+    from apache_beam.options.pipeline_options import PipelineOptions
+    runner = beam_private.fn_api_runner(PipelineOptions(
+        ["--default_sdk_harness_log_level=WARNING", "--s3_endpoint_url=http://127.0.0.1:9"]))
+    # What the worker processes receive (local_job_service.py starts them with these options).
+    options = runner._provision_info.provision_info.pipeline_options
+    assert options["beam:option:default_sdk_harness_log_level:v1"] == "WARNING"
+    assert options["beam:option:s3_endpoint_url:v1"] == "http://127.0.0.1:9"
+
+
+def test_a_missing_beam_internal_is_named(monkeypatch):
+    monkeypatch.setattr(beam_private, "REQUIRED", beam_private.REQUIRED + (
+        ("apache_beam.runners.portability.portable_runner", "JobServiceHandle.gone", None),
+        ("apache_beam.runners.portability.fn_api_runner.fn_runner", "FnApiRunner", "no_such"),
+        ("apache_beam.portability.api", "beam_provision_api_pb2.ProvisionInfo", "no_field")))
+    problems = beam_private.private_api_problems()
+    assert len(problems) == 3
+    assert "JobServiceHandle.gone is gone" in problems[0] and "beam_private.py" in problems[0]
+    assert "FnApiRunner takes no 'no_such' argument" in problems[1]
+    assert "ProvisionInfo has no 'no_field' field" in problems[2]
+    with pytest.raises(RuntimeError, match="JobServiceHandle.gone"):
+        beam_private.fn_api_runner(None)
 
 
 def test_validation_fraction_never_leaves_validation_empty_with_two_or_more_writers():

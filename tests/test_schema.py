@@ -37,6 +37,19 @@ def test_line_example_and_large_and_negative_ints(tf):
     assert list(example.features.feature["n"].int64_list.value) == [-5]
 
 
+def test_fast_char_encoder_is_byte_identical_to_the_reference():
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        kw = dict(image=rng.integers(0, 256, int(rng.integers(0, 5000)), np.uint8).tobytes(),
+                  height=int(rng.integers(1, 300)), width=int(rng.integers(1, 300)),
+                  label=int(rng.integers(0, 1 << 20)) if i % 7 else -1,
+                  char=chr(int(rng.integers(0x4E00, 0x9FA5))),
+                  writer="w" * int(rng.integers(0, 200)),
+                  orig_height=int(rng.integers(0, 70000)), orig_width=int(rng.integers(0, 127)),
+                  source="x/" * int(rng.integers(0, 100)) + f"f:{int(rng.integers(0, 1 << 40))}")
+        assert schema.char_example(**kw) == schema.reference_char_example(**kw)
+
+
 def test_encoding_is_deterministic():
     a = schema.encode_example({"b": 1, "a": b"x"})
     b = schema.encode_example({"a": b"x", "b": 1})

@@ -95,17 +95,12 @@ class PageHeader:
 
 @dataclasses.dataclass(frozen=True)
 class DgrlPage:
+    """A page as read: its header (page size, code length, the line count it declares...),
+    the lines read, and with `resync` the byte ranges skipped."""
     path: str
-    format_code: bytes
-    illustration: str
-    code_type: str
-    code_length: int
-    bits_per_pixel: int
-    height: int
-    width: int
+    header: PageHeader
     lines: tuple
     skipped: tuple = ()   # SkippedBytes, only with read_dgrl(..., resync=True)
-    line_count: int = 0   # the number of lines the page header declares
 
 
 def decode_label(code: bytes) -> tuple[str | None, str | None]:
@@ -351,9 +346,7 @@ def _read_page(data: bytes, name: str, resync: bool) -> DgrlPage:
     if resync and not skipped and len(lines) < header.line_count:
         skip(end_of_file, None, f"the page header declares {header.line_count} lines; the "
                                 f"file ends after {len(lines)}")
-    return DgrlPage(name, header.format_code, header.illustration, header.code_type, cl,
-                    header.bits_per_pixel, header.height, header.width, tuple(lines),
-                    tuple(skipped), header.line_count)
+    return DgrlPage(name, header, tuple(lines), tuple(skipped))
 
 
 def _make_line(data: bytes, pos: int, fields: tuple, index: int) -> DgrlLine:

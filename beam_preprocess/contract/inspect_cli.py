@@ -102,7 +102,7 @@ def inspect_files(paths: list[str]) -> dict:
                     malformed.add(path)
                 per_file.append({"file": path, "format": "dgrl", "lines": len(page.lines),
                                  "characters": sum(len(li.text) for li in page.lines),
-                                 "page_size": [page.height, page.width]})
+                                 "page_size": [page.header.height, page.header.width]})
         except CasiaFormatError as err:
             problems.append(err.as_dict())
             malformed.add(path)

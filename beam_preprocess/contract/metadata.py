@@ -17,6 +17,9 @@ Fields (schema version 1)::
     rejects          {reason: count}
     bytes_written    int     bytes of examples in the shards
     bytes_skipped    int     bytes of the damaged ranges the readers skipped (see gnt.py)
+    synthetic_writers        only with `hccr-preprocess --synth-writers N`: {"count", "seed",
+                     "split" ("train"), "writers" ("S0001-S<N>"), "directory", "classes" (all
+                     rendered), "samples", "fonts"}; see beam_preprocess/synthetic/writers.py
     command          str     the command line that produced the directory
     created          str     ISO-8601 UTC time
 """
@@ -24,19 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import posixpath
 
 from beam_preprocess.contract import schema
 from beam_preprocess.contract.charset import Charset
-from beam_preprocess.contract.fileio import has_scheme, open_binary
-
-
-def join(directory: str, name: str) -> str:
-    """Joins paths for local directories and URLs alike."""
-    if has_scheme(directory):
-        return posixpath.join(directory, name)
-    import os
-    return os.path.join(directory, name)
+from beam_preprocess.contract.fileio import join, open_binary
 
 
 @dataclasses.dataclass
@@ -95,8 +89,14 @@ def load(data_dir: str) -> DatasetInfo:
                        raw=raw)
 
 
-def write(data_dir: str, metadata: dict) -> None:
-    """Writes `metadata.json` (pretty-printed, UTF-8, keys sorted for stable diffs)."""
+def to_bytes(metadata: dict) -> bytes:
+    """`metadata.json`'s bytes: the schema version added, pretty-printed, UTF-8, keys sorted
+    for stable diffs. The one format, whoever writes the file (`write`, the Beam job)."""
     metadata = {"schema_version": schema.SCHEMA_VERSION, **metadata}
+    return json.dumps(metadata, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
+
+
+def write(data_dir: str, metadata: dict) -> None:
+    """Writes `metadata.json` into `data_dir` (any `tf.io.gfile` scheme)."""
     with open_binary(join(data_dir, schema.METADATA_FILE), "wb") as f:
-        f.write(json.dumps(metadata, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8"))
+        f.write(to_bytes(metadata))

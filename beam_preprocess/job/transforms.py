@@ -51,10 +51,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_preprocess.contract import dgrl, encoding, gnt, imaging, schema
+from beam_preprocess.contract import dgrl, gnt, imaging, schema
 from beam_preprocess.contract.charset import Charset
 from beam_preprocess.contract.errors import CasiaFormatError
-from beam_preprocess.contract.fileio import has_scheme
+from beam_preprocess.contract.fileio import has_scheme, join
+from beam_preprocess.contract.metadata import to_bytes as metadata_bytes
 from beam_preprocess.contract.tfrecords import RecordWriter
 from beam_preprocess.job import job_progress
 
@@ -106,20 +107,8 @@ class ShardTask:
     synth_lines: tuple = ()         # lines task: synthetic lines to compose per file
 
 
-def shard_name(split: str, index: int, count: int, compression: str = "") -> str:
-    """`<split>-<index:05d>-of-<count:05d>.tfrecord[.gz]`, matched by `schema.shard_pattern`."""
-    return schema.shard_name(split, index, count, compression)
-
-
 def rejects_name(split: str, index: int, count: int) -> str:
     return f"{schema.REJECTS_DIR}/rejects-{split}-{index:05d}-of-{count:05d}.jsonl"
-
-
-def join(directory: str, *names: str) -> str:
-    """Joins paths on any Beam filesystem ("/" for URLs)."""
-    if has_scheme(directory):
-        return posixpath.join(directory, *names)
-    return FileSystems.join(directory, *names)
 
 
 # === Per-sample work (pure: no Beam) ===
@@ -147,7 +136,7 @@ def _char_note(char: str) -> str:
     return f"{char!r} (U+{ord(char):04X})"
 
 
-def check_char_sample(sample: gnt.GntSample, index: dict, cfg: JobConfig) -> Reject | None:
+def check_char_sample(sample: gnt.GntSample, index: dict) -> Reject | None:
     """Why a GNT sample cannot become an example (None when it can, ink aside)."""
     extra = {"index": sample.index, "code": sample.code.hex().upper(), "char": sample.char}
     if sample.char is None:
@@ -162,7 +151,7 @@ def check_char_sample(sample: gnt.GntSample, index: dict, cfg: JobConfig) -> Rej
 def char_outcome(sample: gnt.GntSample, f: InputFile, index: dict, cfg: JobConfig
                  ) -> Example | Reject:
     """One GNT sample -> an `Example` (schema "chars") or a `Reject`."""
-    reject = check_char_sample(sample, index, cfg)
+    reject = check_char_sample(sample, index)
     if reject is not None:
         return reject
     try:
@@ -173,10 +162,10 @@ def char_outcome(sample: gnt.GntSample, f: InputFile, index: dict, cfg: JobConfi
                       {"index": sample.index, "code": sample.code.hex().upper(),
                        "char": sample.char})
     height, width = sample.image.shape
-    data = encoding.char_example(image=image.tobytes(), height=cfg.image_size,
-                                 width=cfg.image_size, label=index[sample.char],
-                                 char=sample.char, writer=f.writer, orig_height=height,
-                                 orig_width=width, source=f"{f.name}:{sample.offset}")
+    data = schema.char_example(image=image.tobytes(), height=cfg.image_size,
+                               width=cfg.image_size, label=index[sample.char],
+                               char=sample.char, writer=f.writer, orig_height=height,
+                               orig_width=width, source=f"{f.name}:{sample.offset}")
     return Example(data, sample.char)
 
 
@@ -302,7 +291,7 @@ class WriteShardFn(beam.DoFn):
     def process(self, task: ShardTask, charset: Sequence[str]) -> Iterator[ShardResult]:
         cfg = self.config
         index = {c: i for i, c in enumerate(charset)}
-        name = shard_name(task.split, task.index, task.count, cfg.compression)
+        name = schema.shard_name(task.split, task.index, task.count, cfg.compression)
         result = ShardResult(task.split, task.index, path=join(cfg.output, name))
         reasons, classes = collections.Counter(), collections.Counter()
         rejects: list[dict] = []
@@ -386,7 +375,7 @@ class WriteShardFn(beam.DoFn):
                 elif cfg.task == "chars":
                     on_outcome(char_outcome(sample, f, index, cfg), f, writer)
                 else:  # lines task: GNT samples are material for synthetic lines
-                    reject = check_char_sample(sample, index, cfg)
+                    reject = check_char_sample(sample, index)
                     if reject is None and imaging.ink_bbox(sample.image,
                                                            cfg.ink_threshold) is None:
                         reject = Reject("empty_bitmap", "no ink", sample.offset,
@@ -426,7 +415,6 @@ def _write_atomically(path: str, write_fn) -> None:
     if FileSystems.exists(path):  # a retried attempt: replace what the earlier one wrote
         FileSystems.delete([path])
     FileSystems.rename([tmp], [path])
-
 
 
 class WriteShards(beam.PTransform):
@@ -535,12 +523,6 @@ class Summarize(beam.CombineFn):
                              for s, c in sorted(acc["class_counts"].items())},
             "shards_done": {s: len(v) for s, v in sorted(acc["shards"].items())},
         }
-
-
-def metadata_bytes(metadata: dict) -> bytes:
-    """metadata.json's bytes, formatted exactly as `contract.metadata.write` does."""
-    return json.dumps({"schema_version": schema.SCHEMA_VERSION, **metadata},
-                      ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
 
 
 class WriteMetadataFn(beam.DoFn):
