@@ -17,6 +17,7 @@ Output directory::
     charset.txt                                    one character per line, line i = class i
     metadata.json                                  see metadata.py (plus the job's settings)
     rejects/rejects-<split>-<shard>-of-<n>.jsonl   one JSON object per rejected record
+    synthetic-writers/S<writer:04d>-synth.gnt      --synth-writers N: inputs added to train
 
 Determinism: the driver plans the shards (whole files, balanced by size, see splits.py); one
 task writes one shard from its files in name order, so the same inputs and flags give
@@ -57,10 +58,11 @@ from beam_preprocess import cli_errors
 from beam_preprocess.contract import dgrl, gnt, schema
 from beam_preprocess.contract.charset import Charset
 from beam_preprocess.contract.errors import CasiaFormatError
-from beam_preprocess.contract.fileio import has_scheme
+from beam_preprocess.contract.fileio import has_scheme, join
 from beam_preprocess.contract.tfrecords import COMPRESSIONS, iter_records
-from beam_preprocess.job import job_progress, runners, splits, transforms
+from beam_preprocess.job import beam_private, job_progress, runners, splits, transforms
 from beam_preprocess.job.transforms import InputFile, JobConfig, ShardTask
+from beam_preprocess.synthetic import writers as synthetic_writers
 
 PROG = "hccr-preprocess"
 DEFAULT_CHARSETS = {"chars": "gb2312-1", "lines": "gb2312+lines"}
@@ -130,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "writers (for CRNN training without DGRL pages)")
     p.add_argument("--synth-line-chars", default="%d,%d" % d.synth_line_chars,
                    metavar="MIN,MAX", help="characters per synthetic line (%(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the synthetic lines (0)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the synthetic lines (%(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the shards, rejects and metadata already in --output")
     p.add_argument("--progress-seconds", type=float, default=job_progress.DEFAULT_INTERVAL_S,
@@ -141,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="after the job, count the records in every shard and rejects file and "
                         "check them against metadata.json")
+    synthetic_writers.add_arguments(p)
     return p
 
 
@@ -189,7 +193,7 @@ def redacted_command(argv: Sequence[str]) -> str:
 def _match(pattern: str) -> list[tuple[str, int]]:
     """(path, size) of the files a glob, file or directory names, sorted."""
     if (not has_scheme(pattern) and os.path.isdir(pattern)) or pattern.endswith("/"):
-        patterns = [transforms.join(pattern, "*" + ext) for ext in KINDS]
+        patterns = [join(pattern, "*" + ext) for ext in KINDS]
     else:
         patterns = [pattern]
     found = {}
@@ -372,10 +376,10 @@ def prepare_output(output: str, overwrite: bool) -> None:
     check_output_dir(output)
     old = []
     for pattern in ("*.tfrecord*", schema.METADATA_FILE, schema.CHARSET_FILE,
-                    f"{schema.REJECTS_DIR}/*.jsonl"):
+                    f"{schema.REJECTS_DIR}/*.jsonl", f"{synthetic_writers.SYNTH_DIR}/*"):
         try:
             old += [m.path for m in
-                    FileSystems.match([transforms.join(output, pattern)])[0].metadata_list]
+                    FileSystems.match([join(output, pattern)])[0].metadata_list]
         except Exception:  # a missing directory or bucket prefix: nothing to replace
             continue
     if old and not overwrite:
@@ -383,17 +387,6 @@ def prepare_output(output: str, overwrite: bool) -> None:
                          f"{old[0]}); pass --overwrite to replace it")
     if old:
         FileSystems.delete(old)
-
-
-def local_runner(options: PipelineOptions):
-    """Beam's FnApiRunner, set up as the DirectRunner sets it up (pipeline options passed to
-    the workers), minus the DirectRunner's attempt to download and use Prism."""
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
 # === The job ===
@@ -431,7 +424,7 @@ class JobReport:
         for reason, n in md.get("rejects", {}).items():
             lines.append(f"    rejected {reason}: {n:,}")
         if md.get("rejects"):
-            lines.append(f"    details: {transforms.join(self.output, schema.REJECTS_DIR)}/")
+            lines.append(f"    details: {join(self.output, schema.REJECTS_DIR)}/")
         for note in self.notes:
             lines.append(f"  note: {note}")
         for problem in self.problems:
@@ -499,7 +492,7 @@ def verify_outputs(output: str, metadata: dict) -> list[str]:
     compression = metadata["compression"]
     for split, info in metadata["splits"].items():
         paths = sorted(m.path for m in FileSystems.match(
-            [transforms.join(output, schema.shard_pattern(split))])[0].metadata_list)
+            [join(output, schema.shard_pattern(split))])[0].metadata_list)
         if len(paths) != info["num_shards"]:
             problems.append(f"split {split}: {len(paths)} shard files, metadata says "
                             f"{info['num_shards']}")
@@ -512,7 +505,7 @@ def verify_outputs(output: str, metadata: dict) -> list[str]:
                             f"{info['num_examples']}")
     try:
         reject_files = FileSystems.match(
-            [transforms.join(output, schema.REJECTS_DIR, "*.jsonl")])[0].metadata_list
+            [join(output, schema.REJECTS_DIR, "*.jsonl")])[0].metadata_list
     except Exception:
         reject_files = []
     lines = 0
@@ -531,15 +524,15 @@ def missing_outputs(output: str, tasks: Sequence[ShardTask], compression: str) -
     found = set()
     for split in sorted({t.split for t in tasks}):
         found.update(os.path.basename(m.path.rstrip("/")) for m in FileSystems.match(
-            [transforms.join(output, schema.shard_pattern(split))])[0].metadata_list)
-    missing = sorted(name for name in {transforms.shard_name(t.split, t.index, t.count,
-                                                             compression) for t in tasks}
+            [join(output, schema.shard_pattern(split))])[0].metadata_list)
+    missing = sorted(name for name in {schema.shard_name(t.split, t.index, t.count,
+                                                         compression) for t in tasks}
                      if name not in found)
     problems = []
     if missing:
         problems.append(f"{len(missing)} of {len(tasks)} planned shards are missing after the "
-                        f"run, e.g. {transforms.join(output, missing[0])}")
-    if not FileSystems.exists(transforms.join(output, schema.CHARSET_FILE)):
+                        f"run, e.g. {join(output, missing[0])}")
+    if not FileSystems.exists(join(output, schema.CHARSET_FILE)):
         problems.append(f"{schema.CHARSET_FILE} was not written")
     return problems
 
@@ -583,7 +576,7 @@ def _remove_temporaries(output: str) -> None:
                     f"{schema.REJECTS_DIR}/{transforms.TMP_PREFIX}*"):
         try:
             leftovers = [m.path for m in FileSystems.match(
-                [transforms.join(output, pattern)])[0].metadata_list]
+                [join(output, pattern)])[0].metadata_list]
             if leftovers:
                 FileSystems.delete(leftovers)
         except Exception:  # cleanup is best effort: temporaries never match shard globs
@@ -646,20 +639,36 @@ def run(argv: Sequence[str] | None = None) -> JobReport:
                          f"--synth-lines N to compose text lines from their samples")
     charset_spec = args.charset or DEFAULT_CHARSETS[args.task]
     named = None if charset_spec == "data" else load_charset(charset_spec)
+    synthetic = None
+    if args.synth_writers:  # checked before prepare_output deletes anything
+        try:
+            synthetic = synthetic_writers.plan(files, None if named is None else named.chars,
+                                               args.synth_writers, args.synth_seed, args.task,
+                                               args.output)
+        except synthetic_writers.SynthWritersError as err:
+            raise InputError(str(err)) from None
+        named = Charset(synthetic.chars)  # `--charset data` is now read: not built again
 
     config = JobConfig(task=args.task, output=args.output, image_size=args.image_size,
                        margin=args.margin, compression=COMPRESSIONS[args.compression],
                        seed=args.seed, synth_line_chars=_parse_range(args.synth_line_chars))
-    tasks, split_info, notes = plan_tasks(files, args.num_shards, args.synth_lines)
     runner_path, runner_notes = choose_runner(options)
-    notes += runner_notes
     prepare_output(args.output, args.overwrite)
+    synthetic_entry = None
+    if synthetic is not None:  # rendered only once the output may be written
+        files, synthetic_entry = synthetic_writers.render(
+            synthetic, args.output, files, progress=args.progress_seconds > 0)
+    tasks, split_info, notes = plan_tasks(files, args.num_shards, args.synth_lines)
+    notes += runner_notes
+    if synthetic_entry:
+        notes.append(synthetic_writers.describe(synthetic_entry, args.output))
     static = {
         "splits": split_info,
         "split_rule": rule,
         "charset": charset_spec,
         "inputs": patterns,
         **({"seed": args.seed, "synth_lines": args.synth_lines} if args.synth_lines else {}),
+        **({"synthetic_writers": synthetic_entry} if synthetic_entry else {}),
         "command": redacted_command(argv),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -669,7 +678,7 @@ def run(argv: Sequence[str] | None = None) -> JobReport:
         if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
             # Local worker processes otherwise log every channel they open at INFO.
             options = PipelineOptions(beam_args + ["--default_sdk_harness_log_level=WARNING"])
-        runner = local_runner(options)
+        runner = beam_private.fn_api_runner(options)
     with contextlib.ExitStack() as stack:
         progress_dir = None
         if runner is not None and args.progress_seconds > 0:
@@ -697,7 +706,7 @@ def run(argv: Sequence[str] | None = None) -> JobReport:
 
     counters = query_counters(result)
     problems = missing_outputs(args.output, tasks, config.compression)
-    metadata_path = transforms.join(args.output, schema.METADATA_FILE)
+    metadata_path = join(args.output, schema.METADATA_FILE)
     if not FileSystems.exists(metadata_path):
         _remove_temporaries(args.output)
         problems.append(f"{metadata_path} was not written: the runner did not run the job's "

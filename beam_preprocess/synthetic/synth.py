@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from beam_preprocess.contract import dgrl, gnt
-from beam_preprocess.progress import Progress
+from beam_preprocess.progress import progress_bar
 
 FONT_PACKAGES = ("fonts-arphic-ukai", "fonts-arphic-uming", "fonts-arphic-gkai00mp",
                  "fonts-arphic-gbsn00lp", "fonts-wqy-microhei", "fonts-wqy-zenhei",
@@ -220,16 +220,30 @@ def render_line(text: str, style: WriterStyle, rng: np.random.Generator) -> np.n
 # --- orchestration ----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class SynthSpec:
+    """What `synthesize` renders (the hccr-synth flags).
+
+    Attributes:
+      out_dir: output directory (created if missing).
+      chars: the characters (classes) to render, in charset order.
+      writers: number of synthetic writers.
+      samples_per_class: samples of each class per writer (CASIA has one).
+      pages: DGRL pages per writer.
+      lines_per_page: text lines per page.
+      line_length: characters per text line, drawn from MIN (included) to MAX (excluded).
+      seed: random seed.
+      first_writer: number of the first writer; files are named by writer number.
+      font_dirs: directories to search for fonts (default: the system font directories).
+    """
     out_dir: str
-    chars: tuple
+    chars: tuple[str, ...]
     writers: int = 10
     samples_per_class: int = 1
     pages: int = 0
     lines_per_page: int = 8
-    line_length: tuple = (8, 20)
+    line_length: tuple[int, int] = (8, 20)
     seed: int = 0
     first_writer: int = 1
-    font_dirs: tuple = ()
+    font_dirs: tuple[str, ...] = ()
 
     # Writer "S0001": the S keeps synthetic writers out of the CASIA writer-number ranges, so
     # `hccr-preprocess --split auto` never mistakes them for HWDB1.0 writers.
@@ -287,7 +301,7 @@ def synthesize(spec: SynthSpec, *, workers: int | None = None, progress: bool = 
     tasks = [("chars", spec, styles[w], w, c) for w in writers for c in range(chunks)]
     tasks += [("pages", spec, styles[w], w, p) for w in writers for p in range(spec.pages)]
     total = (len(spec.chars) * spec.samples_per_class + spec.pages) * spec.writers
-    bar = Progress(total, "hccr-synth", unit="samples+pages", enabled=progress)
+    bar = progress_bar(total, "hccr-synth", unit="samples+pages", enabled=progress)
     open_files: dict[int, object] = {}
     workers = workers or os.cpu_count() or 1
     try:

@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from beam_preprocess import cli_errors
+from beam_preprocess import cli_errors, dataclass_flags
 from beam_preprocess.contract.charset import Charset
 from beam_preprocess.synthetic.synth import NoFontError, SynthSpec, synthesize
 
@@ -24,24 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
                "  hccr-synth --out data/small --writers 6 --classes 100 --pages 2 --seed 1\n"
                "      100 classes and 2 DGRL text-line pages per writer",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output directory (created if missing)")
-    p.add_argument("--writers", type=int, default=10, help="number of synthetic writers (10)")
+    # Every SynthSpec field is a flag, with the default and help of the dataclass, except the
+    # characters, which come from --charset, --classes and --chars.
+    dataclass_flags.add_flags(p, SynthSpec, exclude=("chars",),
+                              names={"out_dir": "--out", "font_dirs": "--font-dir"})
     p.add_argument("--charset", default="gb2312-1",
                    help="'gb2312-1' (default, 3755 classes) or a charset file")
     p.add_argument("--classes", type=int, default=None,
                    help="use only the first N characters of the charset (default: all)")
     p.add_argument("--chars", default=None, help="explicit characters to render, e.g. '永和九年'")
-    p.add_argument("--samples-per-class", type=int, default=1,
-                   help="samples of each class per writer (1, as in CASIA)")
-    p.add_argument("--pages", type=int, default=0, help="DGRL pages per writer (0)")
-    p.add_argument("--lines-per-page", type=int, default=8, help="text lines per page (8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    p.add_argument("--first-writer", type=int, default=1,
-                   help="number of the first writer; files are named by writer number (1)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: all cores); output is the same for any count")
-    p.add_argument("--font-dir", action="append", default=[],
-                   help="directory to search for fonts (repeatable; default: system font dirs)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -62,10 +55,11 @@ def main(argv=None) -> int:
         if getattr(args, name) < 1:
             print(f"hccr-synth: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
-    spec = SynthSpec(out_dir=args.out, chars=tuple(chars), writers=args.writers,
-                     samples_per_class=args.samples_per_class, pages=args.pages,
-                     lines_per_page=args.lines_per_page, seed=args.seed,
-                     first_writer=args.first_writer, font_dirs=tuple(args.font_dir))
+    if len(args.line_length) != 2 or not 1 <= args.line_length[0] < args.line_length[1]:
+        print(f"hccr-synth: --line-length takes MIN,MAX with 1 <= MIN < MAX. Received: "
+              f"{','.join(map(str, args.line_length))}", file=sys.stderr)
+        return 2
+    spec = dataclass_flags.from_args(SynthSpec, args, chars=tuple(chars))
     start = time.monotonic()
     try:
         manifest = synthesize(spec, workers=args.workers, progress=not args.quiet)
@@ -76,7 +70,7 @@ def main(argv=None) -> int:
     print(f"hccr-synth: wrote {manifest['samples']} samples of {manifest['classes']} classes "
           f"from {args.writers} writers" +
           (f" and {manifest['lines']} lines on {manifest['pages']} pages" if args.pages else "") +
-          f" to {args.out} in {time.monotonic() - start:.1f}s")
+          f" to {spec.out_dir} in {time.monotonic() - start:.1f}s")
     return 0
 
 

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
-from beam_preprocess import cli_errors
+from beam_preprocess import cli_errors, dataclass_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from trainers.serving.evaluation import EvalConfig
     p = argparse.ArgumentParser(
         prog="hccr-eval",
         description="Evaluate a .keras model, a SavedModel, a TFLite or an ONNX file (or a "
@@ -26,17 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help=".keras file, SavedModel directory, .tflite, .onnx or .engine")
     p.add_argument("--data", required=True, help="preprocessed directory (metadata.json, shards)")
-    p.add_argument("--split", default="test", help="split to evaluate (test)")
     p.add_argument("--out", required=True, help="output directory for report.json and plots")
-    p.add_argument("--batch-size", type=int, default=64, help="examples per model call (64)")
-    p.add_argument("--max-examples", type=int, default=None,
-                   help="evaluate only the first N examples (default: the whole split)")
-    p.add_argument("--beam-width", type=int, default=10, help="CTC beam width for lines (10)")
-    p.add_argument("--confused", type=int, default=20,
-                   help="most-confused pairs to list and plot (20)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for TFLite/onnxruntime/TensorFlow (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    # Every EvalConfig field is a flag, with the default and help of the dataclass.
+    dataclass_flags.add_flags(p, EvalConfig, names={"num_confused": "--confused"})
+    p.add_argument("--quiet", dest="progress", action="store_false",
+                   help="no progress output (as --no-progress)")
     return p
 
 
@@ -48,12 +44,11 @@ def main(argv=None) -> int:
         return 2
     from trainers.serving import evaluation, inference
     from trainers.serving.tensorrt import MissingDependencyError
-    inference.configure_tf_threads(args.threads)
+    config = dataclass_flags.from_args(evaluation.EvalConfig, args)
+    inference.configure_tf_threads(config.threads)
     try:
-        report = evaluation.evaluate(args.model, args.data, args.split, args.out,
-                                     batch_size=args.batch_size, max_examples=args.max_examples,
-                                     beam_width=args.beam_width, num_confused=args.confused,
-                                     progress=not args.quiet, threads=args.threads)
+        report = evaluation.evaluate(args.model, args.data, out_dir=args.out,
+                                     **dataclasses.asdict(config))
     except (FileNotFoundError, ValueError, inference.ModelFormatError,
             MissingDependencyError) as err:
         cli_errors.show_traceback(err)

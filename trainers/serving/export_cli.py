@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from beam_preprocess import cli_errors
+from beam_preprocess import cli_errors, dataclass_flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -15,7 +15,7 @@ EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE = 0, 1, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainers.serving.export import ALL_FORMATS, DEFAULT_FORMATS
+    from trainers.serving.export import ALL_FORMATS, DEFAULT_FORMATS, ExportConfig
     p = argparse.ArgumentParser(
         prog="hccr-export",
         description="Export a trained .keras model. Every format goes to OUT/<format>/ (written "
@@ -31,29 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the trained .keras file")
     p.add_argument("--data", required=True,
                    help="preprocessed directory: charset, metadata, calibration and eval splits")
-    p.add_argument("--formats", default="default",
-                   help="comma-separated formats or groups (default)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--eval-split", default=None,
-                   help="split for the accuracy delta (default: test, else validation)")
-    p.add_argument("--eval-examples", type=int, default=500,
-                   help="examples evaluated per format (500; 0 skips evaluation)")
-    p.add_argument("--calibration-split", default=None,
-                   help="split for INT8 calibration (default: train)")
-    p.add_argument("--calibration-examples", type=int, default=200,
-                   help="INT8 calibration images (200)")
-    p.add_argument("--line-width", type=int, default=None,
-                   help="fixed width of the CRNN's batch-1 TFLite/TensorRT models (default: 95th "
-                        "percentile of the eval split's widths, rounded up to 16)")
-    p.add_argument("--top-k", type=int, default=5,
-                   help="candidates returned by the SavedModel serving signature (5)")
-    p.add_argument("--latency-runs", type=int, default=30,
-                   help="batch-1 runs timed per format (30; 0 skips timing)")
-    p.add_argument("--throughput-batch", type=int, default=32,
-                   help="batch size of the throughput measurement (32)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for every runtime (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    # Every ExportConfig field is a flag, with the default and help of the dataclass. --formats
+    # stays text here and is expanded by export.parse_formats in main (groups, clear errors).
+    dataclass_flags.add_flags(
+        p, ExportConfig, converters={"formats": str},
+        help_overrides={"formats": "comma-separated formats or groups (all, default, tflite, "
+                                   "tensorrt)"})
+    p.add_argument("--quiet", dest="progress", action="store_false",
+                   help="no progress output (as --no-progress)")
     return p
 
 
@@ -67,13 +53,8 @@ def main(argv=None) -> int:
         cli_errors.show_traceback(err)
         print(f"hccr-export: {err}", file=sys.stderr)
         return 2
-    inference.configure_tf_threads(args.threads)
-    config = export.ExportConfig(
-        formats=formats, eval_split=args.eval_split, eval_examples=args.eval_examples,
-        calibration_split=args.calibration_split,
-        calibration_examples=args.calibration_examples, line_width=args.line_width,
-        top_k=args.top_k, latency_runs=args.latency_runs,
-        throughput_batch=args.throughput_batch, threads=args.threads, progress=not args.quiet)
+    config = dataclass_flags.from_args(export.ExportConfig, args, formats=formats)
+    inference.configure_tf_threads(config.threads)
     try:
         report = export.export(args.model, args.data, args.out, config)
     except (FileNotFoundError, ValueError) as err:
