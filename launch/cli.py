@@ -19,9 +19,12 @@ import shlex
 import sys
 
 from beam_preprocess import cli_errors
-from launch import beam, jobs, k8s, render, run, slurm
-from launch.jobs import LaunchError, TrainJob
+from beam_preprocess.contract import schema
+from launch import beam, horovod, hosts, k8s, multiworker, slurm, submit, train_job
+from launch.errors import LaunchError
 from launch.plan import check_printable
+from launch.train_job import TrainJob
+from trainers.training import configs
 
 PROG = "hccr-launch"
 
@@ -59,8 +62,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workdir", help="checkpoints, logs and the model")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    dest="overrides", help="config override (repeatable)")
-    g.add_argument("--precision",
-                   choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
+    g.add_argument("--precision", choices=configs.PRECISIONS)
 
 
 def _mode_flags(p: argparse.ArgumentParser, default_mpi: bool) -> None:
@@ -87,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "and the Beam preprocessing job on Dataflow, Flink, Spark or Dask.",
         epilog=__doc__.split("\n\n", 1)[1])
     sub = parser.add_subparsers(dest="launcher", required=True, metavar="LAUNCHER")
+    for add_launcher in (_local_parser, _horovod_parser, _multiworker_parser, _slurm_parser,
+                         _k8s_parser, _beam_parser):
+        add_launcher(sub)
+    return parser
 
+
+def _local_parser(sub) -> None:
     p = sub.add_parser("local", help="horovodrun -np N -H localhost:N on this machine")
     p.add_argument("--np", type=int, default=2, help="processes (ranks) (default 2)")
     _mode_flags(p, default_mpi=False)
@@ -95,29 +103,36 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(p)
     _output_flags(p)
 
+
+def _horovod_parser(sub) -> None:
     p = sub.add_parser("horovod", help="horovodrun over several machines (ssh)")
-    hosts = p.add_mutually_exclusive_group(required=True)
-    hosts.add_argument("--hosts", metavar="H1:SLOTS,...",
-                       help="hosts and their slots, as horovodrun -H (slots default: "
-                            "--gpus-per-node, or 1)")
-    hosts.add_argument("--hostfile", metavar="FILE", help="`host slots=N` per line")
+    placement = p.add_mutually_exclusive_group(required=True)
+    placement.add_argument("--hosts", metavar="H1:SLOTS,...",
+                           help="hosts and their slots, as horovodrun -H (slots default: "
+                                "--gpus-per-node, or 1)")
+    placement.add_argument("--hostfile", metavar="FILE", help="`host slots=N` per line")
     p.add_argument("--np", type=int, help="processes (default: every slot)")
     _mode_flags(p, default_mpi=False)
     _gpu_flags(p)
     _train_flags(p)
     _output_flags(p)
 
+
+def _multiworker_parser(sub) -> None:
     p = sub.add_parser("multiworker", help="MultiWorkerMirroredStrategy, TF_CONFIG per worker")
     p.add_argument("--hosts", metavar="H1,H2,...",
                    help="one worker per host (remote ones over ssh); default: --np on this "
                         "machine")
     p.add_argument("--np", type=int, default=2, help="workers on this machine without --hosts")
-    p.add_argument("--port", type=int, default=render.DEFAULT_PORT,
-                   help=f"worker port ({render.DEFAULT_PORT}; +1 per extra worker on a host)")
+    p.add_argument("--port", type=int, default=multiworker.DEFAULT_PORT,
+                   help=f"worker port ({multiworker.DEFAULT_PORT}; +1 per extra worker on a "
+                        "host)")
     _gpu_flags(p)
     _train_flags(p)
     _output_flags(p)
 
+
+def _slurm_parser(sub) -> None:
     p = sub.add_parser("slurm", help="an sbatch script with srun")
     p.add_argument("--strategy", choices=slurm.STRATEGIES, default="horovod")
     p.add_argument("--nodes", type=int, default=1)
@@ -135,13 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="S",
                    help="SLURM sends USR1 this long before --time; the trainer checkpoints "
                         "and the job requeues itself (default %(default)s; 0: neither)")
-    p.add_argument("--port", type=int, default=render.DEFAULT_PORT,
+    p.add_argument("--port", type=int, default=multiworker.DEFAULT_PORT,
                    help="multi_worker: the workers' port")
     _mode_flags(p, default_mpi=True)
     _gpu_flags(p)
     _train_flags(p)
     _output_flags(p)
 
+
+def _k8s_parser(sub) -> None:
     p = sub.add_parser("k8s", help="a Kubeflow MPIJob (horovod) or TFJob (multi_worker)")
     p.add_argument("--strategy", choices=k8s.STRATEGIES, default="horovod")
     p.add_argument("--image", required=True,
@@ -159,13 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(p)
     _output_flags(p, setup=False)
 
+
+def _beam_parser(sub) -> None:
     p = sub.add_parser("beam", help="the preprocessing job on Dataflow, Flink, Spark, Dask or "
                                     "local")
     p.add_argument("runner", choices=beam.RUNNERS)
     p.add_argument("--input", action="append", default=[], metavar="GLOB", required=True,
                    help="input files (repeatable), as hccr-preprocess --input")
     p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--task", choices=("chars", "lines"))
+    p.add_argument("--task", choices=schema.TASKS)
     p.add_argument("--job-name")
     g = p.add_argument_group("dataflow")
     g.add_argument("--project")
@@ -193,7 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--sdk_container_image; Flink/Spark: DOCKER environment); "
                                    "launch/docker/Dockerfile builds one")
     _output_flags(p)
-    return parser
 
 
 # === Main ===
@@ -203,8 +221,29 @@ def _job(args, command) -> TrainJob:
     job = TrainJob(config=args.config, data=args.data, workdir=args.workdir,
                    overrides=tuple(args.overrides), precision=args.precision,
                    command=tuple(command))
-    jobs.check(job)
+    train_job.check(job)
     return job
+
+
+def _beam_spec(args, command) -> beam.BeamJobSpec:
+    return beam.BeamJobSpec(
+        runner=args.runner, inputs=tuple(args.input), output=args.output, task=args.task,
+        extra=tuple(command), job_name=args.job_name, image=args.image,
+        num_workers=args.num_workers, project=args.project, region=args.region,
+        temp_location=args.temp_location, max_num_workers=args.max_num_workers,
+        machine_type=args.machine_type, setup_file=args.setup_file,
+        flink_master=args.flink_master, spark_master=args.spark_master,
+        environment_type=args.environment_type, worker_pool=args.worker_pool,
+        parallelism=args.parallelism, dask_address=args.dask_address)
+
+
+def _slurm_spec(args) -> slurm.SlurmJobSpec:
+    return slurm.SlurmJobSpec(
+        strategy=args.strategy, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+        tasks_per_node=args.tasks_per_node, cpus_per_task=args.cpus_per_task, time=args.time,
+        partition=args.partition, account=args.account, job_name=args.job_name, mpi=args.mpi,
+        srun_mpi=args.srun_mpi, port=args.port, network_interface=args.network_interface,
+        extra_sbatch=tuple(args.sbatch), signal_seconds=args.signal_seconds)
 
 
 def plan_from_args(args, command, origin: str):
@@ -212,38 +251,30 @@ def plan_from_args(args, command, origin: str):
     setup = getattr(args, "setup", None)
     setup = default_setup() if setup is None else setup
     if args.launcher == "beam":
-        return beam.beam_plan(
-            args.runner, args.input, args.output, args.task, command, args.project,
-            args.region, args.temp_location, args.image, args.num_workers,
-            args.max_num_workers, args.machine_type, args.job_name, args.flink_master,
-            args.spark_master, args.environment_type, args.worker_pool, args.parallelism,
-            args.setup_file, setup, origin, dask_address=args.dask_address)
+        return beam.beam_plan(_beam_spec(args, command), setup, origin)
     job = _job(args, command)
-    horovod = args.launcher in ("local", "horovod") or (
+    uses_horovod = args.launcher in ("local", "horovod") or (
         args.launcher == "slurm" and args.strategy == "horovod")
-    if horovod and getattr(args, "setup", None) is None:
+    if uses_horovod and getattr(args, "setup", None) is None:
         # The script activates this environment, so its Horovod must run the mode asked for.
         # With --setup the script brings its own environment, which cannot be checked here.
-        run.check_horovod_mode(args.mpi, run.horovod_build())
+        submit.check_horovod_mode(args.mpi, submit.horovod_build())
     common = {"network_interface": args.network_interface, "origin": origin}
     if args.launcher == "local":
-        return render.local_plan(job, args.np, args.mpi, args.gpus_per_node, setup=setup,
-                                 **common)
+        return horovod.local_plan(job, args.np, args.mpi, args.gpus_per_node, setup=setup,
+                                  **common)
     if args.launcher == "horovod":
-        hosts = (render.parse_hosts(args.hosts, max(args.gpus_per_node, 1))
-                 if args.hosts else None)
-        return render.horovod_plan(job, hosts, args.hostfile, args.np, args.mpi,
-                                   args.gpus_per_node, setup=setup, **common)
+        listed = (hosts.parse_hosts(args.hosts, max(args.gpus_per_node, 1))
+                  if args.hosts else None)
+        return horovod.horovod_plan(job, listed, args.hostfile, args.np, args.mpi,
+                                    args.gpus_per_node, setup=setup, **common)
     if args.launcher == "multiworker":
-        hosts = [h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts else None
-        return render.multiworker_plan(job, hosts, args.np, args.port, args.gpus_per_node,
-                                       setup=setup, **common)
+        workers = ([h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts
+                   else None)
+        return multiworker.multiworker_plan(job, workers, args.np, args.port,
+                                            args.gpus_per_node, setup=setup, **common)
     if args.launcher == "slurm":
-        return slurm.slurm_plan(
-            job, args.strategy, args.nodes, args.gpus_per_node, args.tasks_per_node,
-            args.cpus_per_task, args.time, args.partition, args.account, args.job_name,
-            args.mpi, args.srun_mpi, args.port, extra_sbatch=args.sbatch, setup=setup,
-            signal_seconds=args.signal_seconds, **common)
+        return slurm.slurm_plan(job, _slurm_spec(args), setup, origin)
     return k8s.k8s_plan(job, args.image, args.strategy, args.nodes, args.gpus_per_node,
                         args.slots_per_worker, args.namespace, args.name, args.mpi, pvcs=args.pvc,
                         **common)
@@ -265,11 +296,11 @@ def main(argv=None) -> int:
         plan = plan_from_args(args, command, origin)
         if args.dry_run:
             if args.out:
-                run.write(plan, args.out)
+                submit.write(plan, args.out)
                 print(f"{PROG}: wrote {args.out}", file=sys.stderr)
             sys.stdout.write(plan.dry_run_text(args.out))
             return 0
-        return run.execute(plan, args.out)
+        return submit.execute(plan, args.out)
     except LaunchError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """What every launcher renders: a `Plan` (a script or manifest the user can keep, and the one
-command that runs or submits it), plus the helpers that write readable shell scripts.
+command that runs or submits it), plus the helpers that write readable shell scripts and name
+their jobs and files.
 
 The same text is printed by `--dry-run`, written by `--out FILE`, and executed or submitted
 otherwise: what a user reads is exactly what runs.
@@ -7,12 +8,13 @@ otherwise: what a user reads is exactly what runs.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 import textwrap
 import unicodedata
 from collections.abc import Iterable, Sequence
 
-from launch.jobs import LaunchError
+from launch.errors import LaunchError
 
 FILE = "{file}"  # stands for the written script/manifest in `Plan.submit`
 WIDTH = 92       # wrap rendered commands at about this many columns
@@ -167,3 +169,23 @@ def setup_lines(setup: Iterable[str],
 
 def script(lines: Iterable[str]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# === Names ===
+
+
+def dns_name(*parts: str, limit: int = 63) -> str:
+    """A Kubernetes object name (DNS-1123 label): lowercase letters, digits and '-'."""
+    name = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    return name[:limit].rstrip("-") or "hccr"
+
+
+def file_stem(*parts: str) -> str:
+    """A file name stem from parts: letters, digits, '.', '_' and '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-") or "hccr"
+
+
+def image_build_command(tag: str = "REGISTRY/hccr:0.1.0") -> str:
+    """How to build the image for cluster jobs (Kubernetes pods, Beam workers) from a checkout's
+    root: launch/docker/Dockerfile."""
+    return f"docker build -f launch/docker/Dockerfile -t {tag} ."

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from launch import jobs, k8s
+from launch import k8s, train_job
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILE = os.path.join(REPO, "launch", "docker", "Dockerfile")
@@ -78,7 +78,7 @@ def test_the_environment_comes_from_setup_env_with_mpi():
 
 
 def test_the_mpijob_worker_command_is_what_the_image_provides():
-    job = jobs.TrainJob(config="smoke", data="/data/chars", workdir="/runs/smoke")
+    job = train_job.TrainJob(config="smoke", data="/data/chars", workdir="/runs/smoke")
     manifest = k8s.mpijob(job, "registry/hccr:0.1.0", workers=2)
     worker = manifest["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
     assert worker["command"][0] == "/usr/sbin/sshd"  # from openssh-server, see above
@@ -91,7 +91,7 @@ def test_launchers_say_how_to_build_the_image(capsys):
     with pytest.raises(SystemExit):
         cli.main(["k8s", "--help"])
     assert "launch/docker/Dockerfile" in capsys.readouterr().out
-    job = jobs.TrainJob(config="smoke", data="/data/chars", workdir="/runs/smoke")
+    job = train_job.TrainJob(config="smoke", data="/data/chars", workdir="/runs/smoke")
     manifest = k8s.k8s_plan(job, "registry/hccr:0.1.0").text
     assert "docker build -f launch/docker/Dockerfile -t registry/hccr:0.1.0 ." in manifest
 

@@ -14,14 +14,14 @@ import sys
 
 import pytest
 
-from launch import cli, run
+from launch import cli, submit
 from trainers.training import strategy
 
 
 def _mpi_horovod():
     if shutil.which("mpirun") is None:
         pytest.skip("mpirun not installed (Debian's openmpi-bin; bash scripts/setup_env.sh)")
-    build = run.horovod_build()
+    build = submit.horovod_build()
     if build is None or not build["mpi"]:
         pytest.skip("Horovod here is not built with MPI (bash scripts/setup_env.sh as root)")
 
@@ -117,7 +117,7 @@ def test_a_process_that_joins_alone_stops_before_writing(tmp_path):
 ])
 def test_launch_refuses_a_mode_the_installed_horovod_lacks(argv, build, message, monkeypatch,
                                                            capsys):
-    monkeypatch.setattr(run, "horovod_build", lambda: build)
+    monkeypatch.setattr(submit, "horovod_build", lambda: build)
     assert cli.main(argv + ["--config", "smoke", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"hccr-launch: error: {message}") and "\n" not in err
@@ -125,12 +125,12 @@ def test_launch_refuses_a_mode_the_installed_horovod_lacks(argv, build, message,
     # A script that brings its own environment (--setup), or a multi_worker job, is not
     # checked against this one; nor is anything when Horovod is not installed here.
     assert cli.main(argv + ["--config", "smoke", "--dry-run", "--setup", "module load x"]) == 0
-    monkeypatch.setattr(run, "horovod_build", lambda: None)
+    monkeypatch.setattr(submit, "horovod_build", lambda: None)
     assert cli.main(argv + ["--config", "smoke", "--dry-run"]) == 0
 
 
 def test_installed_horovod_build_is_read_without_initialising_it():
-    build = run.horovod_build()
+    build = submit.horovod_build()
     if build is None:
         pytest.skip("Horovod is not installed here")
     assert set(build) == {"mpi", "gloo"} and build["gloo"]

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from launch import cli, run
+from launch import cli
+from launch.submit import horovod_build
 from tests import tiny_data
 from tests.conftest import REPO
 
@@ -39,7 +40,7 @@ def chars(tmp_path_factory) -> str:
 
 
 def _horovod_build() -> dict:
-    build = run.horovod_build()
+    build = horovod_build()
     if build is None:
         pytest.skip("Horovod is not installed in this environment (bash scripts/setup_env.sh)")
     return build

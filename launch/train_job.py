@@ -1,4 +1,5 @@
-"""The training job every launcher starts: `hccr-train --config NAME ...`, before distribution.
+"""The training job every launcher starts: `hccr-train --config NAME ...`, before distribution,
+and the comment lines that explain it in a rendered script.
 
 Config names and `--set` overrides are checked against `trainers.training.configs` when it can be
 imported (a clear error lists the presets); a `config.json` path, or a machine without the
@@ -8,19 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import re
+
+from launch.errors import LaunchError
+from launch.plan import comments
 
 TRAIN_PROGRAM = "hccr-train"
-
-
-def image_build_command(tag: str = "REGISTRY/hccr:0.1.0") -> str:
-    """How to build the image for cluster jobs (Kubernetes pods, Beam workers) from a checkout's
-    root: launch/docker/Dockerfile."""
-    return f"docker build -f launch/docker/Dockerfile -t {tag} ."
-
-
-class LaunchError(ValueError):
-    """A problem with the launcher's flags or environment: one line, exit status 2."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +71,7 @@ class TrainJob:
         return f"config {self.config!r}" if not self.command else f"`{self.command[0]}`"
 
 
-# === Presets ===
+# === Presets and the comments they give ===
 
 
 def _configs_module():
@@ -131,15 +124,17 @@ def batch_note(job: TrainJob, replicas: int) -> str | None:
     return note
 
 
-# === Names ===
-
-
-def dns_name(*parts: str, limit: int = 63) -> str:
-    """A Kubernetes object name (DNS-1123 label): lowercase letters, digits and '-'."""
-    name = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
-    return name[:limit].rstrip("-") or "hccr"
-
-
-def file_stem(*parts: str) -> str:
-    """A file name stem from parts: letters, digits, '.', '_' and '-'."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-") or "hccr"
+def train_comment(job: TrainJob, strategy: str, replicas: int) -> list[str]:
+    """Comment lines on what every process runs (and the global batch, where known)."""
+    if job.command:
+        return ["# Every process runs the command given after `--`."]
+    if strategy == "horovod":
+        lines = ["# hccr-train --strategy horovod: each rank reads its shard of the data and",
+                 "# all-reduces gradients every step; only rank 0 writes checkpoints and logs."]
+    else:
+        lines = ["# hccr-train --strategy multi_worker: each worker reads its shard of the data;",
+                 "# the chief (worker 0) writes checkpoints and logs."]
+    note = batch_note(job, replicas)
+    if note:
+        lines += comments(f"{note}.")
+    return lines

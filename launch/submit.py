@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from functools import cache
 
-from launch.jobs import LaunchError
+from launch.errors import LaunchError
 from launch.plan import Plan, Requirement
 
 
