@@ -131,6 +131,34 @@ def test_lines_are_bucketed_padded_and_packed_for_ctc(lines_dir):
     assert sorted(seen_widths) == widths
 
 
+def test_ctc_logit_lengths_are_every_crnn_presets_time_steps(lines_dir):
+    # to_keras packs logit_length = width // models.CRNN_WIDTH_DOWNSAMPLE for the CTC loss; it
+    # must be the number of time steps the real models produce for that (unpadded) width.
+    import models
+    source = input_pipeline.open_preprocessed(lines_dir)
+    lines = [(x, int(packed[0, 1])) for x, packed in input_pipeline.make_dataset(
+        source, "validation", batch_size=1, training=False)]
+    for width in (4, 37, 64, 101, 130):  # and widths that are not multiples of 4
+        batch = {"image": tf.zeros([1, 32, width, 1]), "labels": tf.ones([1, 1], tf.int32),
+                 "label_length": tf.ones([1], tf.int32), "width": tf.constant([width])}
+        image, packed = input_pipeline.to_keras(batch)
+        lines.append((image, int(packed[0, 1])))
+    presets = [name for name in models.available_models() if models.is_sequence_model(name)]
+    assert {"crnn_tiny", "crnn"} <= set(presets)
+    built = {name: models.build_model(name, num_classes=source.num_classes,
+                                      input_shape=(32, None, 1)) for name in presets}
+    for name, model in built.items():
+        for image, logit_length in lines:
+            steps = model.compute_output_shape(tuple(image.shape))[1]
+            assert steps == logit_length, (name, image.shape[2], steps, logit_length)
+    # And run one for real (one trace for every width: eager LSTMs take seconds per width).
+    model = built["crnn_tiny"]
+    run = tf.function(lambda x: model(x, training=False), autograph=False,
+                      input_signature=[tf.TensorSpec([None, 32, None, 1], tf.float32)])
+    for image, logit_length in lines:
+        assert int(tf.shape(run(image))[1]) == logit_length, image.shape
+
+
 def test_digits_without_download_and_npz(tmp_path):
     source = input_pipeline.open_digits("digits")
     assert source.image_shape == (28, 28, 1) and source.num_classes == 10
@@ -172,13 +200,34 @@ def test_augmentation_is_seeded_bounded_and_changes_images():
     assert np.abs(a - images.numpy()).mean() > 0.01
 
 
-def test_switched_off_augmentation_is_the_identity():
+OFF = dict(rotation=0, scale_min=1, scale_max=1, shift=0, noise_std=0, brightness=0,
+           elastic_alpha=0)
+
+
+def test_each_transform_run_at_its_identity_setting_returns_its_input():
+    # augment_batch skips a transform whose ranges are all zero, so call the transforms
+    # themselves: the sampling grid, the bilinear resampling and the clipping all run.
     images = _batch()
-    off = augment.AugmentParams(rotation=0, scale_min=1, scale_max=1, shift=0, noise_std=0,
-                                brightness=0, elastic_alpha=0)
-    np.testing.assert_allclose(
-        augment.augment_batch(images, off, tf.constant([0, 0], tf.int64)).numpy(),
-        images.numpy(), atol=1e-6)
+    off = augment.AugmentParams(**OFF)
+    seed = tf.constant([5, 6], tf.int64)
+    for transform in (augment.geometric_transform, augment.photometric_transform,
+                      augment.augment_batch):
+        out = transform(images, off, seed).numpy()
+        np.testing.assert_allclose(out, images.numpy(), atol=1e-6, err_msg=transform.__name__)
+
+
+@pytest.mark.parametrize("field, value", [("rotation", 1e-4), ("scale_min", 1 - 1e-6),
+                                          ("scale_max", 1 + 1e-6), ("shift", 1e-6),
+                                          ("elastic_alpha", 1e-5), ("noise_std", 1e-6),
+                                          ("brightness", 1e-6)])
+def test_each_augmentation_at_a_vanishing_range_is_the_identity(field, value):
+    # A tiny non-zero range switches the effect on (its code path runs, elastic and noise
+    # included) but moves no pixel by more than a hair: the output is the input.
+    images = _batch()
+    params = augment.AugmentParams(**{**OFF, field: value})
+    assert params.geometric or params.brightness or params.noise_std
+    out = augment.augment_batch(images, params, tf.constant([5, 6], tf.int64)).numpy()
+    np.testing.assert_allclose(out, images.numpy(), atol=1e-4)
 
 
 @pytest.mark.parametrize("field, value", [("rotation", 15.0), ("shift", 0.1),
@@ -186,9 +235,7 @@ def test_switched_off_augmentation_is_the_identity():
                                           ("brightness", 0.2)])
 def test_each_augmentation_switches_on_alone(field, value):
     images = _batch()
-    off = dict(rotation=0, scale_min=1, scale_max=1, shift=0, noise_std=0, brightness=0,
-               elastic_alpha=0)
-    params = augment.AugmentParams(**{**off, field: value})
+    params = augment.AugmentParams(**{**OFF, field: value})
     out = augment.augment_batch(images, params, tf.constant([5, 6], tf.int64)).numpy()
     assert np.abs(out - images.numpy()).mean() > 1e-3
     if field in ("rotation", "shift", "elastic_alpha"):

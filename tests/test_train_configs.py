@@ -1,20 +1,57 @@
 """Training configs: presets, `--set` overrides, JSON round trip, the CLI's config handling."""
 import dataclasses
 import json
+import shlex
 
 import pytest
 
 from trainers.training import configs, main
 
 
+def documented_launches(doc: str) -> list[tuple[list[str], list[str]]]:
+    """The `hccr-train` commands of a docstring: `(launcher words, hccr-train arguments)` per
+    command, continuation lines joined and a trailing `# comment` dropped."""
+    commands = []
+    for line in doc.replace("\\\n", " ").splitlines():
+        if "hccr-train" not in line:
+            continue
+        words = shlex.split(line, comments=True)
+        at = words.index("hccr-train")
+        commands.append((words[:at], words[at + 1:]))
+    return commands
+
+
 @pytest.mark.parametrize("name", sorted(configs.PRESETS))
 def test_every_preset_validates_and_documents_its_launch_command(name):
     config = configs.get_config(name)
     assert isinstance(config, configs.Config)
-    doc = configs.PRESETS[name].__doc__
-    assert f"hccr-train --config {name}" in doc or "--config" in doc
+    launches = documented_launches(configs.PRESETS[name].__doc__ or "")
+    assert launches, f"preset {name!r}: no hccr-train command in its docstring"
+    for launcher, argv in launches:
+        command = shlex.join(["hccr-train", *argv])
+        try:
+            args = main.parse_args(argv)  # every flag exists; --data and --workdir are given
+        except SystemExit:
+            pytest.fail(f"preset {name!r}: {command!r} is not a valid hccr-train command")
+        assert args.config == name, f"preset {name!r} documents {command!r}"
+        launched = main.effective_config(args)  # the overrides it passes validate
+        if "horovodrun" in launcher:  # one process per GPU: without it, N separate runs
+            assert launched.strategy == "horovod", f"preset {name!r}: {command!r}"
     # Model selection (best.keras, plateau, early stopping) never sees the test split.
     assert config.eval_split == "validation", (name, config.eval_split)
+
+
+def test_documented_launches_finds_each_command_and_its_launcher():
+    doc = """Text that names no command.
+
+        hccr-train --config a --data d --workdir w  # a comment
+        horovodrun -np 2 hccr-train --config a \\
+            --strategy horovod --data d --workdir 'w x'
+    """
+    assert documented_launches(doc) == [
+        ([], ["--config", "a", "--data", "d", "--workdir", "w"]),
+        (["horovodrun", "-np", "2"],
+         ["--config", "a", "--strategy", "horovod", "--data", "d", "--workdir", "w x"])]
 
 
 def test_every_field_has_a_rule_that_refuses_a_bad_value():

@@ -35,12 +35,11 @@ import tensorflow as tf
 
 from beam_preprocess.contract import metadata, schema
 from beam_preprocess.contract.charset import Charset
+from beam_preprocess.contract.fileio import join
+from models.crnn import CRNN_WIDTH_DOWNSAMPLE
 from trainers.training import augment as augment_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
-# CRNN time steps per image column group (models.CRNN_WIDTH_DOWNSAMPLE); repeated here so the
-# input pipeline does not import the models package.
-CTC_WIDTH_DOWNSAMPLE = 4
 MNIST_SIZE = 28
 
 
@@ -140,11 +139,11 @@ def listed_shards(info: metadata.DatasetInfo, split: str) -> list[str]:
       ValueError: metadata.json gives the split no shard count.
     """
     from beam_preprocess.contract.tfio import gfile  # registers tensorflow-io's schemes
-    where = metadata.join(info.data_dir, schema.METADATA_FILE)
+    where = join(info.data_dir, schema.METADATA_FILE)
     count = info.splits.get(split, {}).get("num_shards")
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"{where}: split {split!r} has no valid num_shards (got {count!r})")
-    paths = [metadata.join(info.data_dir, schema.shard_name(split, i, count, info.compression))
+    paths = [join(info.data_dir, schema.shard_name(split, i, count, info.compression))
              for i in range(count)]
     fs = gfile()
     for path in paths:
@@ -307,10 +306,11 @@ def to_keras(batch: dict) -> tuple:
 
     Characters: `(image, label)`. Lines: `(image, packed)` where `packed` is int32
     `(batch, 2 + max_label_length)` = [label_length, logit_length, class ids padded with 0]
-    (`trainers.training.losses.PackedCTCLoss` unpacks it; logit_length = unpadded width // 4).
+    (`trainers.training.losses.PackedCTCLoss` unpacks it; logit_length = unpadded width //
+    `CRNN_WIDTH_DOWNSAMPLE`, the CRNN's time steps: `models.crnn_time_steps`).
     """
     if "labels" in batch:
-        logit_length = batch["width"] // CTC_WIDTH_DOWNSAMPLE
+        logit_length = batch["width"] // CRNN_WIDTH_DOWNSAMPLE
         packed = tf.concat([batch["label_length"][:, None], logit_length[:, None],
                             batch["labels"]], axis=1)
         return batch["image"], packed
@@ -362,6 +362,10 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
                  bucket_boundaries: tuple = (), take_batches: int = 0) -> tf.data.Dataset:
     """The Keras `(x, y)` dataset of a split.
 
+    The steps, in order: the source's records (`source_records`), [cache], training's
+    shuffle, repeat and curriculum filter, batches of feature dicts (`batch_examples`),
+    training's augmentation (`augment_batches`), `to_keras`, [take, cache], prefetch.
+
     Args:
       source: `open_preprocessed(...)` or `open_digits(...)`.
       split: split name, e.g. "train".
@@ -385,23 +389,8 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
     Returns:
       A `tf.data.Dataset` of `(x, y)` pairs (see `to_keras`).
     """
-    if source.arrays is not None:
-        images, labels = source.arrays[split]
-        records = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
-        if shard is not None and shard[0] > 1:
-            records = records.shard(*shard)  # Horovod: this rank's examples
-        policy = tf.data.experimental.AutoShardPolicy.DATA
-    else:
-        files = source.files.get(split)
-        if not files:
-            raise MissingSplitError(split, sorted(source.files))
-        records = read_records(files, compression=source.compression, training=training,
-                               shard=shard, seed=seed)
-        # tf.distribute (MultiWorker): whole files per worker when every worker gets one,
-        # else by record.
-        policy = (tf.data.experimental.AutoShardPolicy.FILE
-                  if training and len(files) >= num_input_workers
-                  else tf.data.experimental.AutoShardPolicy.DATA)
+    records, policy = source_records(source, split, training=training, shard=shard,
+                                     num_input_workers=num_input_workers, seed=seed)
     # Evaluation that stops after `take_batches` never reads its records to the end: a records
     # cache would be discarded after every pass, with TF's warning "The calling iterator did
     # not fully read the dataset being cached". Cache the batches taken instead: evaluation is
@@ -413,46 +402,11 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         records = records.repeat()
         if curriculum_classes is not None:
-            if source.task != "chars":
-                raise ValueError("a class curriculum needs task 'chars'. Received: "
-                                 f"{source.task!r}")
-            label = ((lambda r: tf.cast(r["label"], tf.int32)) if source.arrays is not None
-                     else label_of_record)
-            records = records.filter(lambda r: label(r) < curriculum_classes)
-
-    if source.task == "chars":
-        batches = records.batch(batch_size, drop_remainder=training)
-        if source.arrays is not None:
-            def decode(r):
-                return {"image": normalize(r["image"]), "label": tf.cast(r["label"], tf.int32)}
-        else:
-            height, width = source.image_height, source.image_width
-            def decode(r):
-                return parse_chars_batch(r, height, width)
-        batches = batches.map(decode, num_parallel_calls=AUTOTUNE)
-    else:
-        height = source.image_height
-        examples = records.map(lambda r: parse_line(r, height), num_parallel_calls=AUTOTUNE)
-        boundaries = list(bucket_boundaries)
-        batches = examples.bucket_by_sequence_length(
-            element_length_func=lambda e: e["width"],
-            bucket_boundaries=boundaries,
-            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-            padded_shapes={"image": [height, None, 1], "labels": [None], "label_length": [],
-                           "width": []},
-            padding_values={"image": 0.0, "labels": 0, "label_length": 0, "width": 0},
-            drop_remainder=training)
-
+            records = keep_classes_below(records, source, curriculum_classes)
+    batches = batch_examples(records, source, batch_size, drop_remainder=training,
+                             bucket_boundaries=bucket_boundaries)
     if training and augment is not None:
-        # Stateless augmentation keyed by a seed drawn per batch from the (globally seeded)
-        # random stream. Not `enumerate`: a second source dataset in the pipeline would stop
-        # tf.distribute's FILE auto-shard from rewriting it.
-        def augment_fn(batch):
-            batch = dict(batch)
-            key = tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64, seed=seed)
-            batch["image"] = augment_lib.augment_batch(batch["image"], augment, key)
-            return batch
-        batches = batches.map(augment_fn, num_parallel_calls=AUTOTUNE)
+        batches = augment_batches(batches, augment, seed)
     batches = batches.map(to_keras, num_parallel_calls=AUTOTUNE)
     if take_batches:
         batches = batches.take(take_batches)
@@ -461,6 +415,130 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policy
     return batches.with_options(options).prefetch(AUTOTUNE)
+
+
+# --- The steps of make_dataset ---
+
+
+def source_records(source: DataSource, split: str, *, training: bool, shard: tuple | None,
+                   num_input_workers: int, seed: int) -> tuple:
+    """The records of a split, and the tf.distribute auto-shard policy that suits them.
+
+    Returns:
+      `(records, policy)`: serialized records (`shard_records`) or digit dicts
+      (`digit_records`), and an `AutoShardPolicy`.
+
+    Raises:
+      MissingSplitError: the source has no such split.
+    """
+    if source.arrays is not None:
+        if split not in source.arrays:
+            raise MissingSplitError(split, sorted(source.arrays))
+        return digit_records(source.arrays[split], shard=shard)
+    files = source.files.get(split)
+    if not files:
+        raise MissingSplitError(split, sorted(source.files))
+    return shard_records(files, compression=source.compression, training=training, shard=shard,
+                         num_input_workers=num_input_workers, seed=seed)
+
+
+def digit_records(arrays: tuple, *, shard: tuple | None) -> tuple:
+    """`(images, labels)` arrays -> (`{"image": uint8 (H, W), "label": int64}` records, DATA)."""
+    images, labels = arrays
+    records = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+    if shard is not None and shard[0] > 1:
+        records = records.shard(*shard)  # Horovod: this rank's examples
+    return records, tf.data.experimental.AutoShardPolicy.DATA
+
+
+def shard_records(files: list[str], *, compression: str, training: bool, shard: tuple | None,
+                  num_input_workers: int, seed: int) -> tuple:
+    """Shard paths -> (serialized records (`read_records`), auto-shard policy)."""
+    records = read_records(files, compression=compression, training=training, shard=shard,
+                           seed=seed)
+    # tf.distribute (MultiWorker): whole files per worker when every worker gets one,
+    # else by record.
+    policy = (tf.data.experimental.AutoShardPolicy.FILE
+              if training and len(files) >= num_input_workers
+              else tf.data.experimental.AutoShardPolicy.DATA)
+    return records, policy
+
+
+def keep_classes_below(records: tf.data.Dataset, source: DataSource,
+                       num_classes: tf.Variable) -> tf.data.Dataset:
+    """The class curriculum: only records whose label is below the variable's current value.
+
+    Raises:
+      ValueError: the source holds text lines (a curriculum needs task "chars").
+    """
+    if source.task != "chars":
+        raise ValueError(f"a class curriculum needs task 'chars'. Received: {source.task!r}")
+    if source.arrays is not None:
+        return records.filter(lambda r: tf.cast(r["label"], tf.int32) < num_classes)
+    return records.filter(lambda r: label_of_record(r) < num_classes)
+
+
+def batch_examples(records: tf.data.Dataset, source: DataSource, batch_size: int, *,
+                   drop_remainder: bool, bucket_boundaries: tuple = ()) -> tf.data.Dataset:
+    """Records (of `source_records`) -> batches of feature dicts, by source and task."""
+    if source.task != "chars":
+        return batch_lines(records, source.image_height, batch_size,
+                           drop_remainder=drop_remainder, bucket_boundaries=bucket_boundaries)
+    if source.arrays is not None:
+        return batch_digits(records, batch_size, drop_remainder=drop_remainder)
+    return batch_chars(records, source.image_height, source.image_width, batch_size,
+                       drop_remainder=drop_remainder)
+
+
+def batch_digits(records: tf.data.Dataset, batch_size: int, *,
+                 drop_remainder: bool) -> tf.data.Dataset:
+    """Digit dicts -> batches `{"image": float32 (B, H, W, 1), "label": int32 (B,)}`."""
+    def decode(r):
+        return {"image": normalize(r["image"]), "label": tf.cast(r["label"], tf.int32)}
+    return records.batch(batch_size, drop_remainder=drop_remainder).map(
+        decode, num_parallel_calls=AUTOTUNE)
+
+
+def batch_chars(records: tf.data.Dataset, height: int, width: int, batch_size: int, *,
+                drop_remainder: bool) -> tf.data.Dataset:
+    """Serialized "chars" records -> batches parsed at once (`parse_chars_batch`)."""
+    return records.batch(batch_size, drop_remainder=drop_remainder).map(
+        lambda r: parse_chars_batch(r, height, width), num_parallel_calls=AUTOTUNE)
+
+
+def batch_lines(records: tf.data.Dataset, height: int, batch_size: int, *,
+                drop_remainder: bool, bucket_boundaries: tuple = ()) -> tf.data.Dataset:
+    """Serialized "lines" records -> padded batches bucketed by width.
+
+    Lines are parsed one by one (`parse_line`: their widths differ); a batch holds lines of
+    one width bucket, padded with background (image) and the CTC blank (labels).
+    """
+    examples = records.map(lambda r: parse_line(r, height), num_parallel_calls=AUTOTUNE)
+    boundaries = list(bucket_boundaries)
+    return examples.bucket_by_sequence_length(
+        element_length_func=lambda e: e["width"],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padded_shapes={"image": [height, None, 1], "labels": [None], "label_length": [],
+                       "width": []},
+        padding_values={"image": 0.0, "labels": 0, "label_length": 0, "width": 0},
+        drop_remainder=drop_remainder)
+
+
+def augment_batches(batches: tf.data.Dataset, params: augment_lib.AugmentParams,
+                    seed: int) -> tf.data.Dataset:
+    """Every batch's images through `augment.augment_batch`.
+
+    Stateless augmentation keyed by a seed drawn per batch from the (globally seeded) random
+    stream. Not `enumerate`: a second source dataset in the pipeline would stop tf.distribute's
+    FILE auto-shard from rewriting it.
+    """
+    def augment_fn(batch):
+        batch = dict(batch)
+        key = tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64, seed=seed)
+        batch["image"] = augment_lib.augment_batch(batch["image"], params, key)
+        return batch
+    return batches.map(augment_fn, num_parallel_calls=AUTOTUNE)
 
 
 def raw_record_dataset(source: DataSource, split: str) -> tf.data.Dataset:
