@@ -14,12 +14,13 @@ setup(
         "keras>=3.5",
         "apache-beam[tfrecord]>=2.55",
         "pillow",
+        "tqdm",  # progress bars of hccr-synth and hccr-eval (beam_preprocess/progress.py)
     ],
     extras_require={
         "tf": ["tensorflow>=2.16,<2.18", "matplotlib"],
         "io": ["tensorflow-io>=0.36"],
         "export": ["tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"],
-        "eval": ["scikit-learn", "matplotlib"],
+        "eval": ["scikit-learn", "matplotlib", "rapidfuzz"],  # rapidfuzz: CER's edit distance
     },
     entry_points={
         "console_scripts": [

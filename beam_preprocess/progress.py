@@ -1,48 +1,63 @@
-"""A dependency-free progress line for long work (a bar on a terminal, periodic lines in logs)."""
+"""Progress of long work on stderr through tqdm: a bar on a terminal, periodic lines in logs.
+
+    bar = progress_bar(total, "eval test", unit="ex")
+    for batch in batches:
+        ...
+        bar.update(len(batch))
+    bar.close()
+
+The one piece kept by hand is `_LogLines`: tqdm redraws its line with a carriage return even
+when its file is not a terminal, which in a log file or CI output piles every redraw onto one
+endless line. In logs each redraw becomes its own plain line, and tqdm's `mininterval` spaces
+them `log_interval_s` apart (plus one line at the start and one at the end).
+"""
 from __future__ import annotations
 
 import sys
-import time
+
+from tqdm import tqdm
+
+LOG_INTERVAL_S = 5.0
 
 
-class Progress:
-    """Reports `done/total` with rate and ETA on stderr.
+class _LogLines:
+    """A file for tqdm that writes each redraw (`"\\r" + line + padding`) as one line, and
+    skips a redraw that reports the same count as the line before (tqdm redraws at `close()`
+    even when the last `update` has just drawn the final count)."""
 
-    On a terminal it redraws one line; otherwise (CI logs, files) it prints a line at most every
-    `interval` seconds and at the end, so logs stay short.
-    """
+    def __init__(self, stream):
+        self.stream = stream
+        self._last_count = None
 
-    def __init__(self, total: int, desc: str, *, unit: str = "it", interval: float = 5.0,
-                 stream=None, enabled: bool = True):
-        self.total, self.desc, self.unit = total, desc, unit
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.interval = 0.2 if self.tty else interval
-        self.done = 0
-        self.start = self.last = time.monotonic()
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if not line:  # tqdm's closing newline and its empty test writes
+            return
+        count = line.rsplit(" [", 1)[0]  # "desc: 40%|####      | 4/10", without time and rate
+        if count != self._last_count:
+            self._last_count = count
+            self.stream.write(line + "\n")
 
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.enabled and (now - self.last >= self.interval or self.done >= self.total):
-            self.last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
-        frac = self.done / self.total if self.total else 1.0
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        bar = "#" * int(frac * 24)
-        text = (f"{self.desc}: [{bar:<24}] {self.done}/{self.total} {self.unit} "
-                f"({100 * frac:5.1f}%, {rate:,.0f} {self.unit}/s, eta {eta:4.0f}s)")
-        if self.tty:
-            self.stream.write("\r" + text + ("\n" if self.done >= self.total else ""))
-        else:
-            self.stream.write(text + "\n")
+    def flush(self) -> None:
         self.stream.flush()
 
-    def close(self) -> None:
-        if self.enabled and self.done < self.total:
-            self._draw(time.monotonic())
+
+def progress_bar(total: int, desc: str, *, unit: str = "it", enabled: bool = True,
+                 stream=None, log_interval_s: float = LOG_INTERVAL_S) -> tqdm:
+    """A tqdm bar counting to `total` on `stream` (default: stderr); `update(n)`, `close()`.
+
+    Args:
+      total: the count at which the work is done.
+      desc: what is counted, first on the line ("eval test", "hccr-synth").
+      unit: the unit of the count and the rate.
+      enabled: False prints nothing (a library call or a test that wants quiet).
+      stream: where to write; a terminal (`isatty()`) gets a bar redrawn in place, anything
+        else a plain line every `log_interval_s` seconds.
+    """
+    stream = stream if stream is not None else sys.stderr
+    if hasattr(stream, "isatty") and stream.isatty():
+        return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=stream)
+    # miniters=0: lines purely by time, one every log_interval_s seconds (tqdm otherwise adapts
+    # how many updates it skips between redraws, and its spacing with it).
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=_LogLines(stream),
+                mininterval=log_interval_s, miniters=0, ascii=True, dynamic_ncols=False)

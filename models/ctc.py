@@ -2,6 +2,10 @@
 
 Convention, fixed for the whole project: class 0 is the CTC blank and charset character i has
 class id i + 1. Label batches hold class ids (1..N) right-padded with 0.
+
+This is the one home of CTC decoding (greedy, and beam search with its top paths): hccr-eval,
+hccr-predict and the SavedModel's serving signature (`trainers/serving/export.py`, which calls
+`ctc_beam_search` inside a `tf.function`) all decode through it.
 """
 import numpy as np
 from keras import ops
@@ -33,20 +37,51 @@ def ctc_loss(labels, logits, label_length, logit_length):
     )
 
 
-def _decode(logits, logit_length, strategy, beam_width):
+def _log_probs(logits):
     # Log-probabilities are what every backend's beam search expects; greedy is unaffected.
-    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-    decoded, _ = ops.ctc_decode(
-        log_probs,
+    return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+
+
+def _check_beam(beam_width, top_paths):
+    for name, value in (("beam_width", beam_width), ("top_paths", top_paths)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer. Received: {value!r}")
+    if top_paths > beam_width:
+        raise ValueError(f"`top_paths` must not exceed `beam_width` ({beam_width}). "
+                         f"Received: {top_paths}")
+
+
+def ctc_beam_search(logits, logit_length, beam_width=10, top_paths=1):
+    """Beam-search decoding (no language model) as backend tensors.
+
+    The one CTC beam search of the project: `ctc_beam_decode` and `ctc_beam_paths` read its
+    result into lists, and the SavedModel's serving signature (`trainers/serving/export.py`)
+    calls it inside a `tf.function` (under the TensorFlow backend it is TensorFlow ops only).
+
+    Args:
+        logits: `(batch, time, N + 1)` model outputs.
+        logit_length: int `(batch,)` number of valid time steps per sample.
+        beam_width: number of prefixes kept per step.
+        top_paths: number of labellings returned per sample, best first (<= `beam_width`).
+
+    Returns:
+        `(decoded, log_probs)`: int32 `(top_paths, batch, time)` class ids (1..N) padded with
+        -1, and float32 `(batch, top_paths)` log-probabilities of the labellings.
+    """
+    _check_beam(beam_width, top_paths)
+    return ops.ctc_decode(
+        _log_probs(logits),
         ops.cast(logit_length, "int32"),
-        strategy=strategy,
+        strategy="beam_search",
         beam_width=beam_width,
-        top_paths=1,
+        top_paths=top_paths,
         mask_index=BLANK_ID,
     )
-    best_paths = ops.convert_to_numpy(decoded)[0]
+
+
+def _rows(decoded):
     # Keras pads the decoded sequences with -1.
-    return [[int(i) for i in row if i >= 0] for row in np.asarray(best_paths)]
+    return [[int(i) for i in row if i >= 0] for row in np.asarray(decoded)]
 
 
 def ctc_greedy_decode(logits, logit_length):
@@ -59,11 +94,37 @@ def ctc_greedy_decode(logits, logit_length):
     Returns:
         One list of class ids (1..N) per sample.
     """
-    return _decode(logits, logit_length, "greedy", beam_width=1)
+    decoded, _ = ops.ctc_decode(
+        _log_probs(logits),
+        ops.cast(logit_length, "int32"),
+        strategy="greedy",
+        mask_index=BLANK_ID,
+    )
+    return _rows(ops.convert_to_numpy(decoded)[0])
+
+
+def ctc_beam_paths(logits, logit_length, beam_width=10, top_paths=1):
+    """The `top_paths` most probable labellings of each sample (`ctc_beam_search`).
+
+    Args:
+        logits: `(batch, time, N + 1)` model outputs.
+        logit_length: int `(batch,)` number of valid time steps per sample.
+        beam_width: number of prefixes kept per step.
+        top_paths: number of labellings per sample (<= `beam_width`).
+
+    Returns:
+        Per sample, `top_paths` pairs `(class ids 1..N, float32 log-probability)`, best first.
+    """
+    decoded, log_probs = ctc_beam_search(logits, logit_length, beam_width, top_paths)
+    decoded = np.asarray(ops.convert_to_numpy(decoded))
+    log_probs = np.asarray(ops.convert_to_numpy(log_probs))
+    paths = [_rows(best) for best in decoded]  # (top_paths, batch) lists of ids
+    return [[(paths[p][n], log_probs[n, p]) for p in range(top_paths)]
+            for n in range(log_probs.shape[0])]
 
 
 def ctc_beam_decode(logits, logit_length, beam_width=10):
-    """Beam-search decoding (no language model).
+    """Beam-search decoding (no language model): the most probable labelling per sample.
 
     Args:
         logits: `(batch, time, N + 1)` model outputs.
@@ -73,9 +134,8 @@ def ctc_beam_decode(logits, logit_length, beam_width=10):
     Returns:
         The most probable labelling per sample, as a list of class ids (1..N).
     """
-    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
-        raise ValueError(f"`beam_width` must be a positive integer. Received: {beam_width!r}")
-    return _decode(logits, logit_length, "beam_search", beam_width=beam_width)
+    decoded, _ = ctc_beam_search(logits, logit_length, beam_width)
+    return _rows(ops.convert_to_numpy(decoded)[0])
 
 
 def ids_to_text(ids, charset_chars):

@@ -23,6 +23,38 @@ def test_edit_distance():
     assert evaluation.edit_distance("kitten", "sitting") == 3
 
 
+@pytest.mark.parametrize("reference,prediction,distance", [
+    ("", "", 0),
+    ("", "永和九年", 4),  # empty reference: every predicted character is an insertion
+    ("永和九年", "", 4),  # empty prediction: every reference character is a deletion
+    ("永和九年，岁在癸丑", "永和九年，岁在癸丑", 0),
+    ("永和九年", "和九年永", 2),
+    ("暮春之初会于会稽", "暮春初会于会稽山阴", 3),
+    ("兰亭", "蘭亭", 1),  # traditional vs simplified: different code points
+    ("a永b", "a水b", 1),
+    ("𠀀𠀁", "𠀁", 1),  # beyond the BMP: one code point each, not UTF-16 halves
+])
+def test_edit_distance_edge_cases_match_the_former_pure_python_loop(reference, prediction,
+                                                                     distance):
+    from bench.bench_cer import python_edit_distance
+    assert python_edit_distance(reference, prediction) == distance
+    assert evaluation.edit_distance(reference, prediction) == distance
+    assert evaluation.edit_distance(prediction, reference) == distance
+
+
+def test_cer_matches_the_former_pure_python_loop_on_synthetic_lines():
+    from bench.bench_cer import python_edit_distance, synthetic_lines
+    references, predictions = synthetic_lines(300, seed=1)
+    expected = [python_edit_distance(r, h) for r, h in zip(references, predictions)]
+    assert 0 < sum(expected) < sum(len(r) for r in references)  # some errors, not all wrong
+    assert [evaluation.edit_distance(r, h) for r, h in zip(references, predictions)] == expected
+    m = evaluation.line_metrics(references, predictions)
+    assert m["edit_distance"] == sum(expected)
+    assert evaluation.line_metrics([], []) == {"cer": 0.0, "line_accuracy": 0.0,
+                                               "edit_distance": 0, "reference_chars": 0,
+                                               "lines": 0}
+
+
 def test_line_metrics():
     m = evaluation.line_metrics(["永和九年", "岁在"], ["永和九年", "岁"])
     assert m["cer"] == pytest.approx(1 / 6)

@@ -256,7 +256,7 @@ def test_tensorrt_checks_name_what_is_missing():
         assert "TensorRT" in message and "tensorflow[and-cuda]==2.17.1" in message
         assert "GPU" in message
     with pytest.raises(tensorrt.MissingDependencyError):
-        tensorrt.EngineRunner("model.engine")
+        inference.EngineRunner("model.engine")
 
 
 def test_tensorrt_stages_fail_cleanly_and_others_export(tmp_path, capsys):

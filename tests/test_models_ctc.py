@@ -82,9 +82,36 @@ def test_beam_decode_finds_the_labelling_that_greedy_misses():
     assert ctc.ctc_beam_decode(logits, np.array([2]), beam_width=4) == [[1]]
 
 
-def test_beam_width_is_validated():
-    with pytest.raises(ValueError, match="Received: 0"):
-        ctc.ctc_beam_decode(np.zeros((1, 2, 3), np.float32), np.array([2]), beam_width=0)
+def test_beam_paths_are_the_labellings_best_first_with_their_probabilities():
+    # The example above: "1" has p = 0.56, "" 0.25 and "2" 0.1*0.1 + 0.1*0.5 + 0.5*0.1 = 0.11
+    # (then "1 2" and "2 1", 0.04 each).
+    probs = np.array([[[0.5, 0.4, 0.1], [0.5, 0.4, 0.1]]], np.float32)
+    [paths] = ctc.ctc_beam_paths(np.log(probs), np.array([2]), beam_width=4, top_paths=3)
+    assert [ids for ids, _ in paths] == [[1], [], [2]]
+    np.testing.assert_allclose([np.exp(p) for _, p in paths], [0.56, 0.25, 0.11], rtol=1e-5)
+    assert all(p.dtype == np.float32 for _, p in paths)
+
+
+def test_the_first_beam_path_is_the_beam_decode():
+    rng = np.random.default_rng(3)
+    logits = (3 * rng.normal(size=(4, 12, 6))).astype(np.float32)
+    lengths = np.array([12, 9, 4, 1])
+    paths = ctc.ctc_beam_paths(logits, lengths, beam_width=6, top_paths=4)
+    assert [p[0][0] for p in paths] == ctc.ctc_beam_decode(logits, lengths, beam_width=6)
+    for sample in paths:
+        log_probs = [p for _, p in sample]
+        assert log_probs == sorted(log_probs, reverse=True)
+        assert len({tuple(ids) for ids, _ in sample}) == 4  # four different labellings
+
+
+def test_beam_width_and_top_paths_are_validated():
+    logits, lengths = np.zeros((1, 2, 3), np.float32), np.array([2])
+    with pytest.raises(ValueError, match="beam_width.*Received: 0"):
+        ctc.ctc_beam_decode(logits, lengths, beam_width=0)
+    with pytest.raises(ValueError, match="top_paths.*Received: 0"):
+        ctc.ctc_beam_paths(logits, lengths, beam_width=2, top_paths=0)
+    with pytest.raises(ValueError, match=r"must not exceed `beam_width` \(2\). Received: 3"):
+        ctc.ctc_beam_paths(logits, lengths, beam_width=2, top_paths=3)
 
 
 def test_ids_to_text_uses_id_minus_one_and_rejects_the_blank():

@@ -221,3 +221,30 @@ def test_expand_paths_reports_unknown_files_without_raising(tmp_path):
 def test_empty_directory_is_an_error(tmp_path, capsys):
     assert predict_cli.main(["--model", fx.chars_model(), str(tmp_path)]) == 1
     assert "no input files" in capsys.readouterr().err
+
+
+def test_the_savedmodel_signature_decodes_like_predict():
+    # export.beam_search_texts is what the SavedModel's serving_default runs for line models
+    # (traced into a tf.function); hccr-predict and hccr-eval decode with models/ctc.py.
+    import tensorflow as tf
+
+    from models import ctc
+    from trainers.serving import export
+    chars = ["永", "和", "九", "年", "岁"]
+    rng = np.random.default_rng(0)
+    logits = (3 * rng.normal(size=(3, 10, len(chars) + 1))).astype(np.float32)
+    lengths = np.array([10, 6, 2], np.int32)
+    labels = tf.constant([""] + chars)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, len(chars) + 1], tf.float32),
+                                  tf.TensorSpec([None], tf.int32)])
+    def signature(x, n):
+        return export.beam_search_texts(x, n, labels, beam_width=5, top_paths=3)
+
+    served = signature(logits, lengths)
+    texts = [[t.decode("utf-8") for t in row] for row in served["texts"].numpy()]
+    paths = ctc.ctc_beam_paths(logits, lengths, beam_width=5, top_paths=3)
+    assert texts == [[ctc.ids_to_text(ids, chars) for ids, _ in row] for row in paths]
+    # The same log-probabilities; TensorFlow's exp and numpy's may differ in the last bit.
+    np.testing.assert_allclose(served["probabilities"].numpy(),
+                               [[np.exp(p) for _, p in row] for row in paths], rtol=1e-6)

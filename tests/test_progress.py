@@ -1,6 +1,7 @@
 """What a user sees while long work runs: the Beam job's progress lines (and the pointer to a
-remote runner's UI), the trainer's choice between a progress bar and one line per epoch, and
-an evaluation cache that no longer makes TF warn on every pass."""
+remote runner's UI), the progress bar of hccr-synth and hccr-eval, the trainer's choice between
+a progress bar and one line per epoch, and an evaluation cache that no longer makes TF warn on
+every pass."""
 import io
 import os
 import re
@@ -15,6 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
+from beam_preprocess import progress
 from beam_preprocess.contract import gnt
 from beam_preprocess.job import job_progress, pipeline
 from tests.test_pipeline import MULTI_PROCESSING, glyph, make_writers  # noqa: E402
@@ -99,6 +101,48 @@ def test_negative_progress_interval_is_refused(tmp_path):
     with pytest.raises(pipeline.InputError, match="--progress-seconds"):
         pipeline.run(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                       "--progress-seconds", "-1"])
+
+
+# === hccr-synth and hccr-eval: beam_preprocess/progress.py (tqdm) ===
+
+
+def _count_to(bar, total, pause_s=0.0):
+    for _ in range(total):
+        time.sleep(pause_s)
+        bar.update(1)
+    bar.close()
+
+
+def test_progress_bar_prints_plain_periodic_lines_in_logs():
+    log = io.StringIO()
+    _count_to(progress.progress_bar(10, "eval test", unit="ex", stream=log,
+                                    log_interval_s=0.05), 10, pause_s=0.03)
+    text = log.getvalue()
+    lines = text.splitlines()
+    assert "\r" not in text and text.endswith("\n")
+    assert len(lines) >= 4 and all(line.startswith("eval test: ") for line in lines), lines
+    assert " 0/10 " in lines[0] and " 10/10 " in lines[-1]
+    assert sum(" 10/10 " in line for line in lines) == 1  # the final count once, not twice
+    assert "ex/s" in lines[-1]
+
+
+def test_progress_bar_in_logs_waits_its_interval_between_lines():
+    log = io.StringIO()
+    _count_to(progress.progress_bar(1000, "hccr-synth", stream=log), 1000)  # well under 5 s
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and " 0/1000 " in lines[0] and " 1000/1000 " in lines[1], lines
+
+
+def test_progress_bar_redraws_in_place_on_a_terminal_and_can_be_quiet():
+    terminal = _Terminal()
+    _count_to(progress.progress_bar(10, "eval test", stream=terminal), 10, pause_s=0.03)
+    text = terminal.getvalue()
+    assert text.count("\r") >= 2 and text.count("\n") == 1 and text.endswith("\n")
+    assert "10/10" in text.rsplit("\r", 1)[-1]
+
+    quiet = io.StringIO()
+    _count_to(progress.progress_bar(10, "eval test", stream=quiet, enabled=False), 10)
+    assert quiet.getvalue() == ""
 
 
 # === Training ===

@@ -305,6 +305,30 @@ def _decode_image(tf, data):
     return image[..., 0]
 
 
+def beam_search_texts(logits, lengths, labels, *, beam_width: int, top_paths: int) -> dict:
+    """The line models' serving output: `models.ctc.ctc_beam_search` with its class ids looked
+    up as text, in TensorFlow ops (the SavedModel signature decodes with them).
+
+    Args:
+      logits: float32 `(batch, time, N + 1)`.
+      lengths: int32 `(batch,)` valid time steps per line.
+      labels: string `(N + 1,)`: "" for the blank (class 0), then the charset in id order.
+      beam_width, top_paths: as in `ctc_beam_search`.
+
+    Returns:
+      {"texts": string (batch, top_paths), "probabilities": float32 (batch, top_paths)},
+      best first.
+    """
+    import tensorflow as tf
+
+    from models import ctc
+    decoded, log_probs = ctc.ctc_beam_search(logits, lengths, beam_width, top_paths)
+    # The -1 padding reads as the blank, whose label is "".
+    texts = tf.strings.reduce_join(tf.gather(labels, tf.maximum(decoded, ctc.BLANK_ID)),
+                                   axis=-1)
+    return {"texts": tf.transpose(texts), "probabilities": tf.exp(log_probs)}
+
+
 def make_serving_functions(model, info: ModelInfo, chars: Sequence[str], top_k: int = 5,
                            beam_width: int = 10) -> dict:
     """The tf.functions of the SavedModel: serving_default, serve_encoded and logits."""
@@ -346,17 +370,9 @@ def make_serving_functions(model, info: ModelInfo, chars: Sequence[str], top_k: 
                 lambda i: tf_normalize_line(get_image(i), size, margin, threshold, max_width),
                 tf.range(n), fn_output_signature=tf.TensorSpec([size, None], tf.uint8))
             out = tf.cast(model(to_input(images), training=False), tf.float32)
-            # TensorFlow's decoders use the last class as blank; ours is class 0.
-            rolled = tf.concat([out[..., 1:], out[..., :1]], axis=-1)
             lengths = tf.cast(tf.minimum(widths // CRNN_WIDTH_DOWNSAMPLE,
                                          tf.cast(tf.shape(out)[1], tf.int64)), tf.int32)
-            decoded, log_probs = tf.nn.ctc_beam_search_decoder(
-                tf.transpose(tf.nn.log_softmax(rolled), [1, 0, 2]), lengths,
-                beam_width=beam, top_paths=paths)
-            texts = [tf.strings.reduce_join(
-                tf.gather(labels, tf.sparse.to_dense(d, default_value=-1) + 1), axis=-1)
-                for d in decoded]
-            return {"texts": tf.stack(texts, axis=1), "probabilities": tf.exp(log_probs)}
+            return beam_search_texts(out, lengths, labels, beam_width=beam, top_paths=paths)
         run = recognize
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.uint8, name="images")])
@@ -522,8 +538,9 @@ class ExportConfig:
       top_k: candidates returned by the serving signature.
       latency_runs: batch-1 runs timed per format (0: skip timing).
       throughput_batch: batch size of the throughput measurement.
-      threads: CPU threads for TFLite and onnxruntime (default: all cores).
-      batch_size: evaluation batch size.
+      threads: CPU threads for TFLite and onnxruntime, and for TensorFlow under hccr-export
+        (default: all cores).
+      batch_size: examples per model call when evaluating a format.
       progress: progress lines on stderr.
     """
     formats: Sequence[str] = DEFAULT_FORMATS

@@ -430,6 +430,67 @@ class OnnxRunner(Runner):
         return np.asarray(self._session.run(None, {self._input_name: x})[0], dtype=np.float32)
 
 
+class EngineRunner(Runner):
+    """A serialized TensorRT engine (one input, one output) on float32 batches (GPU; the
+    checks and CUDA helpers are in `trainers.serving.tensorrt`)."""
+    format = "tensorrt"
+
+    def __init__(self, path: str):
+        from trainers.serving.tensorrt import check_engine_builder, cuda_call
+        check_engine_builder()
+        import tensorrt as trt
+        from cuda import cudart
+        self.path = path
+        self._trt, self._cudart = trt, cudart
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        with open(path, "rb") as f:
+            self._engine = runtime.deserialize_cuda_engine(f.read())
+        if self._engine is None:
+            raise RuntimeError(f"TensorRT could not deserialize {path}")
+        self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names
+                  if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RuntimeError(f"{path}: expected one input and one output tensor")
+        self._input, self._output = inputs[0], outputs[0]
+        shape = list(self._engine.get_tensor_shape(self._input))
+        self.input_height = int(shape[1])
+        self.input_width = None if shape[2] < 0 else int(shape[2])
+        self.fixed_batch = None if shape[0] < 0 else int(shape[0])
+        self.sequence = len(self._engine.get_tensor_shape(self._output)) == 3
+        info_path = find_companion(path, MODEL_INFO_FILE)
+        self.name = (ModelInfo.load(info_path).model_name if info_path
+                     else os.path.splitext(os.path.basename(path))[0])
+        self._stream = cuda_call(cudart.cudaStreamCreate())
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        from trainers.serving.tensorrt import cuda_call
+        cudart = self._cudart
+        self._context.set_input_shape(self._input, x.shape)
+        out_shape = tuple(self._context.get_tensor_shape(self._output))
+        y = np.empty(out_shape, dtype=np.float32)
+        d_in = cuda_call(cudart.cudaMalloc(x.nbytes))
+        d_out = cuda_call(cudart.cudaMalloc(y.nbytes))
+        try:
+            cuda_call(cudart.cudaMemcpyAsync(d_in, x.ctypes.data, x.nbytes,
+                                             cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                                             self._stream))
+            self._context.set_tensor_address(self._input, int(d_in))
+            self._context.set_tensor_address(self._output, int(d_out))
+            if not self._context.execute_async_v3(self._stream):
+                raise RuntimeError(f"TensorRT failed to run {self.path}")
+            cuda_call(cudart.cudaMemcpyAsync(y.ctypes.data, d_out, y.nbytes,
+                                             cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                                             self._stream))
+            cuda_call(cudart.cudaStreamSynchronize(self._stream))
+        finally:
+            cudart.cudaFree(d_in)
+            cudart.cudaFree(d_out)
+        return y
+
+
 def _read_name(path: str) -> str | None:
     info_path = find_companion(path, MODEL_INFO_FILE)
     if info_path:
@@ -479,8 +540,7 @@ def load(path, *, threads: int | None = None) -> Runner:
         return TFLiteRunner(path, threads)
     if fmt == "onnx":
         return OnnxRunner(path, threads)
-    from trainers.serving import tensorrt
-    return tensorrt.EngineRunner(path)
+    return EngineRunner(path)
 
 
 def configure_tf_threads(threads: int | None) -> None:

@@ -245,23 +245,16 @@ class Predictor:
         return out
 
     def _lines(self, images) -> list[dict]:
-        from keras import ops
-
         from models import ctc
         logits, lengths = inference.recognize_lines(self.runner, images)
-        log_probs = ops.log_softmax(ops.convert_to_tensor(logits, "float32"), axis=-1)
-        decoded, scores = ops.ctc_decode(log_probs, ops.convert_to_tensor(lengths, "int32"),
-                                         strategy="beam_search", beam_width=self.beam_width,
-                                         top_paths=self.top_k, mask_index=ctc.BLANK_ID)
-        decoded = np.asarray(ops.convert_to_numpy(decoded))
-        scores = np.asarray(ops.convert_to_numpy(scores))
+        beams = ctc.ctc_beam_paths(logits, lengths, beam_width=self.beam_width,
+                                   top_paths=self.top_k)
         greedy = ctc.ctc_greedy_decode(logits, lengths)
         chars = self.charset.chars
         out = []
-        for n in range(len(images)):
-            paths = [{"text": ctc.ids_to_text([int(i) for i in decoded[p, n] if i > 0], chars),
-                      "probability": float(np.exp(scores[n, p]))}
-                     for p in range(decoded.shape[0])]
-            out.append({"prediction": paths[0]["text"], "confidence": paths[0]["probability"],
-                        "greedy": ctc.ids_to_text(greedy[n], chars), "top_k": paths})
+        for paths, greedy_ids in zip(beams, greedy):
+            top = [{"text": ctc.ids_to_text(ids, chars), "probability": float(np.exp(log_prob))}
+                   for ids, log_prob in paths]
+            out.append({"prediction": top[0]["text"], "confidence": top[0]["probability"],
+                        "greedy": ctc.ids_to_text(greedy_ids, chars), "top_k": top})
         return out

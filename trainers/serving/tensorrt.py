@@ -12,6 +12,10 @@ Two routes, each in FP16 or INT8 (with calibration on images from the shards):
 Where something is missing, every entry point raises `MissingDependencyError` naming what is
 needed, before doing any work; `hccr-export` records that for the stage and exports the other
 formats. Nothing here is imported unless a TensorRT stage is asked for.
+
+Running an engine is `trainers.serving.inference.EngineRunner`, beside the runners of the other
+formats; it uses the checks and `cuda_call` from here (this module imports nothing of
+`trainers`).
 """
 from __future__ import annotations
 
@@ -19,8 +23,6 @@ import os
 from typing import Callable, Iterable
 
 import numpy as np
-
-from trainers.serving.inference import MODEL_INFO_FILE, ModelInfo, Runner, find_companion
 
 TFTRT_NEEDS = ("TF-TRT needs TensorFlow built with TensorRT support and an NVIDIA GPU: install "
                "the CUDA build `tensorflow[and-cuda]==2.17.1` (Linux x86-64; TF 2.17 is the last "
@@ -119,7 +121,9 @@ def convert_tftrt(saved_model_dir: str, output_dir: str, precision: str,
 # === ONNX -> TensorRT engine ===
 
 
-def _cuda_call(result):
+def cuda_call(result):
+    """The value of a cuda-python `cudart` call, which returns `(error, *values)`; raises on an
+    error."""
     from cuda import cudart
     err, *rest = result
     if err != cudart.cudaError_t.cudaSuccess:
@@ -205,11 +209,11 @@ def _make_calibrator(trt, calibration, cache_path):
             self._batch = len(batch)
             if batch.nbytes > self._size:
                 if self._buffer is not None:
-                    _cuda_call(cudart.cudaFree(self._buffer))
-                self._buffer = _cuda_call(cudart.cudaMalloc(batch.nbytes))
+                    cuda_call(cudart.cudaFree(self._buffer))
+                self._buffer = cuda_call(cudart.cudaMalloc(batch.nbytes))
                 self._size = batch.nbytes
-            _cuda_call(cudart.cudaMemcpy(self._buffer, batch.ctypes.data, batch.nbytes,
-                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+            cuda_call(cudart.cudaMemcpy(self._buffer, batch.ctypes.data, batch.nbytes,
+                                        cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
             return [int(self._buffer)]
 
         def read_calibration_cache(self):
@@ -223,61 +227,3 @@ def _make_calibrator(trt, calibration, cache_path):
                 f.write(cache)
 
     return Calibrator()
-
-
-class EngineRunner(Runner):
-    """Runs a serialized TensorRT engine (one input, one output) on float32 batches."""
-    format = "tensorrt"
-
-    def __init__(self, path: str):
-        check_engine_builder()
-        import tensorrt as trt
-        from cuda import cudart
-        self.path = path
-        self._trt, self._cudart = trt, cudart
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        with open(path, "rb") as f:
-            self._engine = runtime.deserialize_cuda_engine(f.read())
-        if self._engine is None:
-            raise RuntimeError(f"TensorRT could not deserialize {path}")
-        self._context = self._engine.create_execution_context()
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        inputs = [n for n in names
-                  if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise RuntimeError(f"{path}: expected one input and one output tensor")
-        self._input, self._output = inputs[0], outputs[0]
-        shape = list(self._engine.get_tensor_shape(self._input))
-        self.input_height = int(shape[1])
-        self.input_width = None if shape[2] < 0 else int(shape[2])
-        self.fixed_batch = None if shape[0] < 0 else int(shape[0])
-        self.sequence = len(self._engine.get_tensor_shape(self._output)) == 3
-        info_path = find_companion(path, MODEL_INFO_FILE)
-        self.name = (ModelInfo.load(info_path).model_name if info_path
-                     else os.path.splitext(os.path.basename(path))[0])
-        self._stream = _cuda_call(cudart.cudaStreamCreate())
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        cudart = self._cudart
-        self._context.set_input_shape(self._input, x.shape)
-        out_shape = tuple(self._context.get_tensor_shape(self._output))
-        y = np.empty(out_shape, dtype=np.float32)
-        d_in = _cuda_call(cudart.cudaMalloc(x.nbytes))
-        d_out = _cuda_call(cudart.cudaMalloc(y.nbytes))
-        try:
-            _cuda_call(cudart.cudaMemcpyAsync(d_in, x.ctypes.data, x.nbytes,
-                                              cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
-                                              self._stream))
-            self._context.set_tensor_address(self._input, int(d_in))
-            self._context.set_tensor_address(self._output, int(d_out))
-            if not self._context.execute_async_v3(self._stream):
-                raise RuntimeError(f"TensorRT failed to run {self.path}")
-            _cuda_call(cudart.cudaMemcpyAsync(y.ctypes.data, d_out, y.nbytes,
-                                              cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                                              self._stream))
-            _cuda_call(cudart.cudaStreamSynchronize(self._stream))
-        finally:
-            cudart.cudaFree(d_in)
-            cudart.cudaFree(d_out)
-        return y
