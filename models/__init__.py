@@ -12,7 +12,7 @@ from models.crnn import CRNN_WIDTH_DOWNSAMPLE, build_crnn, crnn_time_steps
 from models.hccr_resnet import build_hccr_resnet
 from models.layers import CollapseHeight
 from models.lenet import build_lenet
-from models.registry import available_models, build_model, is_sequence_model
+from models.registry import available_models, build_model, is_sequence_model, model_arguments
 
 __all__ = [
     "CRNN_WIDTH_DOWNSAMPLE",
@@ -25,4 +25,5 @@ __all__ = [
     "crnn_time_steps",
     "ctc",
     "is_sequence_model",
+    "model_arguments",
 ]

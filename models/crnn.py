@@ -18,13 +18,14 @@ CNN layout, for an input height H (a multiple of 16):
 
 Every convolution is followed by BatchNorm and ReLU.
 
-`crnn_unrolled` unrolls the LSTMs at a fixed width: the TFLite converter only quantises a
-BiLSTM to full INT8 when it is unrolled (a symbolic loop crashes it; see STACK.md).
+`unroll=True` unrolls the LSTMs at a fixed width: the TFLite converter (TensorFlow 2.17)
+only quantises a BiLSTM to full INT8 when it is unrolled; a symbolic loop crashes it (see
+trainers/serving/export.py).
 """
 import keras
 from keras import layers
 
-from models import validation
+from models import arg_checks
 from models.layers import CollapseHeight
 
 # The CNN halves the width twice: time steps = width // CRNN_WIDTH_DOWNSAMPLE.
@@ -45,11 +46,11 @@ def crnn_time_steps(width):
         width) and to check that a label fits (CTC needs at least one frame per character,
         plus one between repeated characters).
     """
-    validation.check_positive_int("width", width)
+    arg_checks.check_positive_int("width", width)
     return width // CRNN_WIDTH_DOWNSAMPLE
 
 
-def _conv_bn_relu(x, filters, kernel_size, padding, kernel_regularizer, name):
+def _conv_bn_relu(x, filters, kernel_size, padding, kernel_regularizer, bn_momentum, name):
     x = layers.Conv2D(
         filters,
         kernel_size,
@@ -58,7 +59,7 @@ def _conv_bn_relu(x, filters, kernel_size, padding, kernel_regularizer, name):
         kernel_regularizer=kernel_regularizer,
         name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -72,6 +73,7 @@ def build_crnn(
     unroll=False,
     l2=0.0,
     dropout=0.0,
+    bn_momentum=0.99,
     name="crnn",
 ):
     """Builds a CNN + BiLSTM text-line recogniser for CTC.
@@ -89,14 +91,16 @@ def build_crnn(
         unroll: unroll the LSTMs (needs a fixed width; for full-INT8 TFLite export).
         l2: L2 factor on convolution and dense kernels; 0 disables it.
         dropout: dropout rate on the sequence features before each BiLSTM; 0 disables it.
+        bn_momentum: momentum of every BatchNormalization's moving statistics (Keras'
+            default 0.99); lower values follow the weights faster in short runs.
         name: model name.
 
     Returns:
         A functional `keras.Model` mapping images `(batch, height, width, channels)` to float32
         logits `(batch, width // 4, num_classes + 1)`.
     """
-    validation.check_num_classes(num_classes)
-    input_shape = validation.check_image_shape(input_shape, allow_variable_width=True)
+    arg_checks.check_num_classes(num_classes)
+    input_shape = arg_checks.check_image_shape(input_shape, allow_variable_width=True)
     height, width, _ = input_shape
     if height % CRNN_HEIGHT_MULTIPLE:
         raise ValueError(
@@ -113,23 +117,24 @@ def build_crnn(
             "An unrolled CRNN needs a fixed width, e.g. input_shape=(64, 256, 1). "
             f"Received: input_shape={input_shape!r}"
         )
-    validation.check_positive_int_tuple("conv_filters", conv_filters)
+    arg_checks.check_positive_int_tuple("conv_filters", conv_filters)
     if len(conv_filters) != 6:
         raise ValueError(
             f"`conv_filters` must hold six values. Received: conv_filters={conv_filters!r}"
         )
-    validation.check_positive_int("lstm_units", lstm_units)
-    validation.check_positive_int("lstm_layers", lstm_layers)
-    validation.check_non_negative("l2", l2)
-    validation.check_rate("dropout", dropout)
-    kernel_regularizer = validation.regularizer(l2)
+    arg_checks.check_positive_int("lstm_units", lstm_units)
+    arg_checks.check_positive_int("lstm_layers", lstm_layers)
+    arg_checks.check_non_negative("l2", l2)
+    arg_checks.check_rate("dropout", dropout)
+    arg_checks.check_rate("bn_momentum", bn_momentum)
+    kernel_regularizer = arg_checks.regularizer(l2)
 
     # === Layers ===
     images = keras.Input(shape=input_shape, name="image")
     x = images
     pools = {0: (2, 2), 1: (2, 2), 3: (2, 1), 5: (2, 1)}
     for index, filters in enumerate(conv_filters):
-        x = _conv_bn_relu(x, filters, 3, "same", kernel_regularizer, f"conv{index}")
+        x = _conv_bn_relu(x, filters, 3, "same", kernel_regularizer, bn_momentum, f"conv{index}")
         if index in pools:
             x = layers.MaxPooling2D(pools[index], name=f"pool{index}")(x)
     # A learned (height x 1) kernel, rather than pooling, decides what each column keeps.
@@ -139,6 +144,7 @@ def build_crnn(
         (height // CRNN_HEIGHT_MULTIPLE, 1),
         "valid",
         kernel_regularizer,
+        bn_momentum,
         "collapse",
     )
     x = CollapseHeight(name="to_sequence")(x)

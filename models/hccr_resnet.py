@@ -20,7 +20,7 @@ shrinks the last layers most.
 import keras
 from keras import layers
 
-from models import validation
+from models import arg_checks
 
 
 def _conv3x3(filters, stride, separable, kernel_regularizer, name):
@@ -55,7 +55,8 @@ def _squeeze_excite(x, ratio, name):
     return layers.Multiply(name=f"{name}_scale")([x, gate])
 
 
-def _residual_block(x, filters, stride, separable, se_ratio, kernel_regularizer, name):
+def _residual_block(x, filters, stride, separable, se_ratio, kernel_regularizer, bn_momentum,
+                    name):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(
@@ -66,13 +67,15 @@ def _residual_block(x, filters, stride, separable, se_ratio, kernel_regularizer,
             kernel_regularizer=kernel_regularizer,
             name=f"{name}_shortcut_conv",
         )(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
+        shortcut = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_shortcut_bn")(
+            shortcut
+        )
 
     y = _conv3x3(filters, stride, separable, kernel_regularizer, f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv3x3(filters, 1, separable, kernel_regularizer, f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn2")(y)
     if se_ratio:
         y = _squeeze_excite(y, se_ratio, f"{name}_se")
     y = layers.Add(name=f"{name}_add")([shortcut, y])
@@ -91,6 +94,7 @@ def build_hccr_resnet(
     embedding_dim=256,
     l2=1e-4,
     dropout=0.3,
+    bn_momentum=0.99,
     name="hccr_resnet",
 ):
     """Builds a residual + squeeze-and-excitation character classifier.
@@ -110,16 +114,18 @@ def build_hccr_resnet(
             the pooled features straight to the classifier.
         l2: L2 factor on every convolution and dense kernel; 0 disables it.
         dropout: dropout rate before the classifier; 0 disables it.
+        bn_momentum: momentum of every BatchNormalization's moving statistics (Keras'
+            default 0.99); lower values follow the weights faster in short runs.
         name: model name.
 
     Returns:
         A functional `keras.Model` mapping images to float32 logits `(batch, num_classes)`.
     """
-    validation.check_num_classes(num_classes)
-    input_shape = validation.check_image_shape(input_shape)
-    validation.check_positive_int("stem_filters", stem_filters)
-    validation.check_positive_int_tuple("stage_filters", stage_filters)
-    validation.check_positive_int_tuple("stage_blocks", stage_blocks)
+    arg_checks.check_num_classes(num_classes)
+    input_shape = arg_checks.check_image_shape(input_shape)
+    arg_checks.check_positive_int("stem_filters", stem_filters)
+    arg_checks.check_positive_int_tuple("stage_filters", stage_filters)
+    arg_checks.check_positive_int_tuple("stage_blocks", stage_blocks)
     if len(stage_filters) != len(stage_blocks):
         raise ValueError(
             "`stage_filters` and `stage_blocks` must have the same length. "
@@ -135,18 +141,19 @@ def build_hccr_resnet(
             f"Received: separable_from_stage={separable_from_stage!r}"
         )
     if se_ratio != 0:
-        validation.check_positive_int("se_ratio", se_ratio)
+        arg_checks.check_positive_int("se_ratio", se_ratio)
     if embedding_dim is not None:
-        validation.check_positive_int("embedding_dim", embedding_dim)
-    validation.check_non_negative("l2", l2)
-    validation.check_rate("dropout", dropout)
+        arg_checks.check_positive_int("embedding_dim", embedding_dim)
+    arg_checks.check_non_negative("l2", l2)
+    arg_checks.check_rate("dropout", dropout)
+    arg_checks.check_rate("bn_momentum", bn_momentum)
     min_side = 2 ** len(stage_filters)
     if min(input_shape[:2]) < min_side:
         raise ValueError(
             f"With {len(stage_filters)} stride-2 stages the input must be at least "
             f"{min_side}x{min_side}. Received: input_shape={input_shape!r}"
         )
-    kernel_regularizer = validation.regularizer(l2)
+    kernel_regularizer = arg_checks.regularizer(l2)
 
     # === Layers ===
     images = keras.Input(shape=input_shape, name="image")
@@ -158,7 +165,7 @@ def build_hccr_resnet(
         kernel_regularizer=kernel_regularizer,
         name="stem_conv",
     )(images)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
 
     for stage, (filters, blocks) in enumerate(zip(stage_filters, stage_blocks, strict=True)):
@@ -170,6 +177,7 @@ def build_hccr_resnet(
                 separable=stage >= separable_from_stage,
                 se_ratio=se_ratio,
                 kernel_regularizer=kernel_regularizer,
+                bn_momentum=bn_momentum,
                 name=f"stage{stage}_block{block}",
             )
 
@@ -178,7 +186,7 @@ def build_hccr_resnet(
         x = layers.Dense(
             embedding_dim, use_bias=False, kernel_regularizer=kernel_regularizer, name="embedding"
         )(x)
-        x = layers.BatchNormalization(name="embedding_bn")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name="embedding_bn")(x)
         x = layers.ReLU(name="embedding_relu")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)

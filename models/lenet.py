@@ -6,7 +6,7 @@ article's optional L2 weight decay and Dropout (both off by default, as in its f
 import keras
 from keras import layers
 
-from models import validation
+from models import arg_checks
 
 
 def build_lenet(
@@ -36,18 +36,18 @@ def build_lenet(
     Returns:
         A functional `keras.Model` mapping images to float32 logits `(batch, num_classes)`.
     """
-    validation.check_num_classes(num_classes)
-    input_shape = validation.check_image_shape(input_shape)
-    validation.check_positive_int_tuple("conv_filters", conv_filters)
+    arg_checks.check_num_classes(num_classes)
+    input_shape = arg_checks.check_image_shape(input_shape)
+    arg_checks.check_positive_int_tuple("conv_filters", conv_filters)
     if len(conv_filters) != 2:
         raise ValueError(
             f"`conv_filters` must hold exactly two values. Received: conv_filters={conv_filters!r}"
         )
-    validation.check_positive_int("kernel_size", kernel_size)
-    validation.check_positive_int("dense_units", dense_units)
-    validation.check_non_negative("l2", l2)
-    validation.check_rate("dropout", dropout)
-    kernel_regularizer = validation.regularizer(l2)
+    arg_checks.check_positive_int("kernel_size", kernel_size)
+    arg_checks.check_positive_int("dense_units", dense_units)
+    arg_checks.check_non_negative("l2", l2)
+    arg_checks.check_rate("dropout", dropout)
+    kernel_regularizer = arg_checks.regularizer(l2)
 
     # === Layers ===
     images = keras.Input(shape=input_shape, name="image")

@@ -1,5 +1,6 @@
 """Models by name: every preset is a partial application of one generic builder."""
 import functools
+import inspect
 
 from models.crnn import build_crnn
 from models.hccr_resnet import build_hccr_resnet
@@ -60,8 +61,6 @@ _PRESETS = {
         name="crnn_small",
     ),
     "crnn": functools.partial(build_crnn, name="crnn"),
-    # Fixed width, unrolled LSTMs: the variant for full-INT8 TFLite export.
-    "crnn_unrolled": functools.partial(build_crnn, unroll=True, name="crnn_unrolled"),
 }
 
 
@@ -74,6 +73,27 @@ def available_models():
     return list(_PRESETS)
 
 
+def _preset(name):
+    if name not in _PRESETS:
+        raise ValueError(
+            f"Unknown model name. Choose one of {available_models()}. Received: name={name!r}"
+        )
+    return _PRESETS[name]
+
+
+def model_arguments(name):
+    """The builder arguments a preset accepts as overrides, in the builder's order.
+
+    Args:
+        name: one of `available_models()`.
+
+    Returns:
+        A list of argument names (`num_classes` and `input_shape` are not overrides).
+    """
+    parameters = inspect.signature(_preset(name).func).parameters
+    return [p for p in parameters if p not in ("num_classes", "input_shape")]
+
+
 def build_model(name, *, num_classes, input_shape, **overrides):
     """Builds a preset by name.
 
@@ -82,22 +102,22 @@ def build_model(name, *, num_classes, input_shape, **overrides):
         num_classes: number of classes from the dataset metadata (for CRNNs: the charset size;
             the model adds the CTC blank itself).
         input_shape: `(height, width, channels)`; CRNNs accept `(height, None, channels)`.
-        **overrides: builder arguments that replace the preset's, e.g. `l2=1e-4, dropout=0.5`.
+        **overrides: builder arguments that replace the preset's, e.g. `l2=1e-4, dropout=0.5,
+            bn_momentum=0.9` (see `model_arguments`).
 
     Returns:
         A `keras.Model` that returns float32 logits.
     """
-    if name not in _PRESETS:
+    preset = _preset(name)
+    unknown = [key for key in overrides if key not in model_arguments(name)]
+    if unknown:
         raise ValueError(
-            f"Unknown model name. Choose one of {available_models()}. Received: name={name!r}"
+            f"Model {name!r} takes no argument {unknown[0]!r}; its arguments: "
+            f"{', '.join(model_arguments(name))}. Received: {unknown[0]}={overrides[unknown[0]]!r}"
         )
-    return _PRESETS[name](num_classes=num_classes, input_shape=tuple(input_shape), **overrides)
+    return preset(num_classes=num_classes, input_shape=tuple(input_shape), **overrides)
 
 
 def is_sequence_model(name):
     """Whether the preset is a CTC text-line model (outputs per time step) or a classifier."""
-    if name not in _PRESETS:
-        raise ValueError(
-            f"Unknown model name. Choose one of {available_models()}. Received: name={name!r}"
-        )
-    return _PRESETS[name].func is build_crnn
+    return _preset(name).func is build_crnn

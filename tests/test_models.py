@@ -29,11 +29,11 @@ TINY_CASES = {
     "hccr_resnet_tiny": dict(name="hccr_resnet_tiny", num_classes=20, input_shape=(32, 32, 1)),
     "crnn_tiny": dict(name="crnn_tiny", num_classes=11, input_shape=(32, None, 1)),
     "crnn_unrolled_small": dict(
-        name="crnn_unrolled",
+        name="crnn_tiny",
         num_classes=11,
         input_shape=(32, 64, 1),
-        conv_filters=(8, 16, 32, 32, 32, 32),
         lstm_units=16,
+        unroll=True,
     ),
 }
 
@@ -67,7 +67,6 @@ def test_registry_lists_every_required_preset():
         "hccr_resnet_base",
         "crnn_tiny",
         "crnn",
-        "crnn_unrolled",
     }
     assert expected <= set(models.available_models())
     assert models.available_models()[0] == "lenet"
@@ -97,11 +96,26 @@ def test_unknown_model_name_raises_with_the_name():
         ),
         ("hccr_resnet_tiny", dict(num_classes=10, input_shape=(32, None, 1)), "input_shape"),
         ("crnn_tiny", dict(num_classes=10, input_shape=(40, None, 1)), "multiple of 16"),
-        ("crnn_unrolled", dict(num_classes=10, input_shape=(32, None, 1)), "fixed width"),
+        (
+            "crnn_tiny",
+            dict(num_classes=10, input_shape=(32, None, 1), unroll=True),
+            "fixed width",
+        ),
         (
             "crnn_tiny",
             dict(num_classes=10, input_shape=(32, None, 1), lstm_units=0),
             "lstm_units=0",
+        ),
+        (
+            "hccr_resnet_tiny",
+            dict(num_classes=10, input_shape=(32, 32, 1), bn_momentum=1.0),
+            "bn_momentum=1.0",
+        ),
+        # LeNet has no BatchNorm: an argument it would ignore is refused.
+        (
+            "lenet",
+            dict(num_classes=10, input_shape=(28, 28, 1), bn_momentum=0.9),
+            "takes no argument 'bn_momentum'; its arguments: conv_filters,",
         ),
     ],
 )
@@ -109,6 +123,29 @@ def test_invalid_arguments_raise_value_error_naming_the_value(name, kwargs, frag
     with pytest.raises(ValueError, match="Received:") as error:
         models.build_model(name, **kwargs)
     assert fragment in str(error.value)
+
+
+def _batchnorm_layers(model):
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found += _batchnorm_layers(layer)
+    return found
+
+
+@pytest.mark.parametrize("case", ["hccr_resnet_tiny", "crnn_tiny"])
+def test_bn_momentum_reaches_every_batchnorm_layer(case):
+    kwargs = dict(TINY_CASES[case])
+    name = kwargs.pop("name")
+    assert "bn_momentum" in models.model_arguments(name)
+    default = _batchnorm_layers(models.build_model(name, **kwargs))
+    assert default and {layer.momentum for layer in default} == {0.99}  # Keras' default
+    tuned = _batchnorm_layers(models.build_model(name, bn_momentum=0.9, **kwargs))
+    assert [layer.name for layer in tuned] == [layer.name for layer in default]
+    assert {layer.momentum for layer in tuned} == {0.9}
+    assert "bn_momentum" not in models.model_arguments("lenet")
 
 
 # === Shapes and parameter counts ===

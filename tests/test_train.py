@@ -75,6 +75,17 @@ def test_one_step_of_the_real_training_function(chars_dir, tmp_path):
     assert again["resumed_from_step"] == 1 and again["step"] == 1
 
 
+@pytest.mark.parametrize("start_step, epochs, fits", [
+    (0, 2, [(0, 2, 6)]),
+    (4, 2, [(0, 1, 2), (1, 2, 6)]),  # the rest of the interrupted epoch, then whole epochs
+    (4, 1, [(0, 1, 2)]),
+    (6, 2, [(1, 2, 6)]),
+    (12, 2, []),  # finished: nothing to train
+])
+def test_fit_segments_resume_at_the_checkpoints_step(start_step, epochs, fits):
+    assert train.fit_segments(start_step, 6, epochs) == fits
+
+
 def test_nan_loss_stops_the_run_naming_the_step(chars_dir, tmp_path):
     config = _config(model="lenet", optimizer="sgd", learning_rate=1e12, momentum=0.0,
                      epochs=1, steps_per_epoch=20, precision="float32", augment=False)

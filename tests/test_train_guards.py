@@ -3,6 +3,7 @@ other data refused (and --restart explicit), replicas compared weight by weight.
 import json
 import os
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -42,6 +43,37 @@ def test_an_empty_split_is_refused_and_nothing_is_written(tmp_path, splits, mess
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         train.train_and_evaluate(_config(), str(workdir), data)
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model": "lenet", "bn_momentum": 0.9},
+     "invalid config: bn_momentum sets bn_momentum=0.9, which model 'lenet' does not take; "
+     "its arguments: conv_filters, "),
+    ({"model_overrides": '{"stem_filter": 8}'},
+     "invalid config: model_overrides sets stem_filter=8, which model 'hccr_resnet_tiny' "
+     "does not take; its arguments: stem_filters, "),
+])
+def test_a_model_argument_the_model_does_not_take_is_refused(tmp_path, changes, message):
+    data = tiny_data.write_chars(tmp_path / "data", splits={"train": 16, "validation": 8},
+                                 num_shards=1)
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError) as caught:
+        train.train_and_evaluate(_config(**changes), str(workdir), data)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert not workdir.exists()
+
+
+def test_the_config_bn_momentum_is_every_batchnorm_layer_momentum():
+    source = types.SimpleNamespace(task="chars", num_classes=5, image_shape=(32, 32, 1),
+                                   image_height=32)
+    model = train.create_model(_config(bn_momentum=0.9), source)
+    layers = train.batchnorm_layers(model)
+    assert len(layers) == 11 and {layer.momentum for layer in layers} == {0.9}
+    default = train.create_model(_config(), source)
+    assert {layer.momentum for layer in train.batchnorm_layers(default)} == {0.99}
+    # Nested models are searched too.
+    outer = keras.Sequential([keras.Input((32, 32, 1)), model])
+    assert train.batchnorm_layers(outer) == layers
 
 
 def test_a_missing_split_is_one_line_naming_the_splits_that_exist(tmp_path, capsys):

@@ -1,13 +1,17 @@
-"""Keras callbacks of the trainer: NaN guard, LR warm-up, class curriculum, LR logging and
-throughput. Checkpointing for resumption is in `trainers/training/checkpoint.py`."""
+"""Keras callbacks of the trainer: NaN guard, LR warm-up, class curriculum, LR logging,
+throughput, and the callbacks whose state a resumed run carries on (plateau, early stopping,
+the best model). Checkpointing for resumption is in `trainers/training/checkpoint.py`."""
 from __future__ import annotations
 
 import math
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
+
+from trainers.training.checkpoint import save_model_atomically
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -200,24 +204,105 @@ class HistoryCSV(keras.callbacks.Callback):
             f.write(out.getvalue())
 
 
-def callback_state(callback) -> dict:
-    """The resumable state of Keras' stateful callbacks (best value, patience counters)."""
-    names = ("best", "wait", "cooldown_counter", "stopped_epoch", "best_epoch")
-    state = {}
-    for name in names:
-        if hasattr(callback, name):
-            value = getattr(callback, name)
-            if isinstance(value, (int, float, np.floating, np.integer)) or value is None:
-                state[name] = None if value is None else float(value)
-    return state
+# === Callbacks with resumable state ===
+# A resumed run continues mid-training, so the plateau and early-stopping counters and the
+# best value so far must survive a restart. Each of these callbacks names the attributes that
+# hold its state (`STATE`, name -> type) and reads and writes exactly those through
+# `get_state`/`set_state`, which the resumable checkpoint stores in checkpoint.json.
 
 
-def set_callback_state(callback, state: dict) -> None:
-    for name, value in state.items():
-        if hasattr(callback, name):
-            current = getattr(callback, name)
-            setattr(callback, name, int(value) if isinstance(current, int)
-                    and not isinstance(current, bool) and value is not None else value)
+class ResumableState:
+    """`get_state`/`set_state` over the attributes named in `STATE` ({name: int or float})."""
+
+    STATE: dict[str, type] = {}
+
+    def _check_state_attributes(self) -> None:
+        missing = [name for name in self.STATE if name not in vars(self)]
+        if missing:
+            keras_class = next(c for c in type(self).__mro__ if c.__module__.startswith("keras"))
+            raise RuntimeError(
+                f"{type(self).__name__}: keras {keras.__version__}'s {keras_class.__name__} no "
+                f"longer keeps {', '.join(missing)}, the state a resumed run restores; update "
+                f"STATE in trainers/training/callbacks.py")
+
+    def get_state(self) -> dict:
+        """{name: value} of every `STATE` attribute (None while unset, e.g. no best yet)."""
+        self._check_state_attributes()
+        return {name: None if getattr(self, name) is None else kind(getattr(self, name))
+                for name, kind in self.STATE.items()}
+
+    def set_state(self, state: dict) -> None:
+        """Puts back what `get_state` returned; names outside `STATE` are ignored."""
+        self._check_state_attributes()
+        for name, kind in self.STATE.items():
+            if name in state:
+                setattr(self, name, None if state[name] is None else kind(state[name]))
+
+
+class EarlyStopping(ResumableState, keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping, whose patience counter and best value survive a resumed run.
+
+    These attributes are not part of Keras' documented API: `_check_state_attributes` fails
+    loudly when a Keras release drops one, and tests/test_train_guards.py checks that restoring
+    them resumes early stopping exactly where an unbroken run would stop.
+    """
+
+    STATE = {"best": float, "wait": int, "stopped_epoch": int, "best_epoch": int}
+
+
+class ReduceLROnPlateau(ResumableState, keras.callbacks.ReduceLROnPlateau):
+    """Keras' ReduceLROnPlateau, whose patience and cooldown counters and best value survive a
+    resumed run (the learning rate itself is an optimizer variable, in the weights file).
+
+    Undocumented Keras attributes, checked like `EarlyStopping`'s.
+    """
+
+    STATE = {"best": float, "wait": int, "cooldown_counter": int}
+
+
+class BestModel(ResumableState, keras.callbacks.Callback):
+    """Saves the model to `path` at every epoch end that improves `monitor`, like Keras'
+    `ModelCheckpoint(save_best_only=True)`, but under a temporary name renamed into place
+    (`checkpoint.save_model_atomically`): a run killed mid-save keeps the previous best model
+    whole.
+
+    Args:
+      path: a `.keras` file (any tf.io.gfile scheme).
+      monitor: the logged quantity that decides, e.g. "val_loss".
+      mode: "min" or "max": whether lower or higher is better.
+    """
+
+    STATE = {"best": float}
+
+    def __init__(self, path: str, monitor: str, mode: str):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"BestModel: mode={mode!r}; allowed: 'min', 'max'")
+        if not path.endswith(".keras"):
+            raise ValueError(f"BestModel: path={path!r} must end in .keras")
+        self.path = path
+        self.monitor = monitor
+        self.mode = mode
+        self.best: float | None = None
+
+    def _improves(self, current) -> bool:
+        if self.best is None:
+            return True
+        # keras.ops, as ModelCheckpoint compares: in float32, so the same epochs count as best.
+        compare = keras.ops.less if self.mode == "min" else keras.ops.greater
+        return bool(compare(current, self.best))
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            # As ModelCheckpoint: without the quantity, every epoch's model is saved.
+            warnings.warn(f"Can save best model only with {self.monitor} available.",
+                          stacklevel=2)
+        elif self._improves(current):
+            self.best = float(current)
+        else:
+            return
+        save_model_atomically(self.model, self.path)
 
 
 def fit_verbosity(setting: int | str, stream=None) -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import re
 import shutil
 import sys
@@ -39,13 +38,13 @@ import tempfile
 import keras
 
 from beam_preprocess import cli_errors
-from trainers.training import callbacks as callbacks_lib
+from beam_preprocess.contract.fileio import has_scheme, join
 
 STATE_FILE = "checkpoint.json"
 _WEIGHTS = re.compile(r"^ckpt-(\d{8})\.weights\.h5$")
 # The fields of the data contract, in the order a refusal names them.
 CONTRACT_FIELDS = ("task", "model", "model_overrides", "num_classes", "image_height",
-                   "image_width", "charset_sha256")
+                   "image_width", "charset_sha256", "ema")
 
 
 class CheckpointError(cli_errors.UserError):
@@ -59,11 +58,6 @@ class ContractError(ValueError):
 def _gfile():
     from beam_preprocess.contract.tfio import gfile
     return gfile()
-
-
-def _join(directory: str, name: str) -> str:
-    return posixpath.join(directory, name) if "://" in directory else os.path.join(directory,
-                                                                                   name)
 
 
 def _warn(message: str) -> None:
@@ -84,13 +78,21 @@ def write_atomically(path: str, data: bytes) -> None:
     gfile.rename(partial, path, overwrite=True)
 
 
+def save_model_atomically(model: keras.Model, path: str) -> None:
+    """`model.save(path)` (a .keras file) under a temporary name, renamed into place when
+    complete: a reader never sees half a model."""
+    partial = path[:-len(".keras")] + ".partial.keras"
+    model.save(partial)
+    _gfile().rename(partial, path, overwrite=True)
+
+
 def read_state(directory: str) -> dict | None:
     """The newest checkpoint's state (checkpoint.json), or None when there is none.
 
     Raises:
       ValueError: checkpoint.json exists but is not a JSON object (it names the file).
     """
-    path = _join(directory, STATE_FILE)
+    path = join(directory, STATE_FILE)
     if not _gfile().exists(path):
         return None
     with _gfile().GFile(path, "r") as f:
@@ -105,7 +107,7 @@ def read_state(directory: str) -> dict | None:
 
 
 def _read_sidecar(directory: str, weights: str) -> dict | None:
-    path = _join(directory, weights[:-len(".weights.h5")] + ".json")
+    path = join(directory, weights[:-len(".weights.h5")] + ".json")
     try:
         with _gfile().GFile(path, "r") as f:
             state = json.loads(f.read())
@@ -179,8 +181,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         callback state.
       keep: weights files kept.
       write: whether this process writes (the chief) or only restores.
-      stateful: {name: callback} whose best/wait/cooldown counters are saved and restored
-        (ReduceLROnPlateau, EarlyStopping, ModelCheckpoint).
+      stateful: {name: callback} whose `get_state()` is saved with every checkpoint and
+        handed back to its `set_state` on resuming (`callbacks.ResumableState`: plateau,
+        early stopping, the best model).
       contract: the data contract recorded with every checkpoint (see `check_contract`).
     """
 
@@ -204,8 +207,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     # === Restore ===
 
     def _load(self, model: keras.Model, name: str) -> None:
-        path = _join(self.directory, name)
-        if "://" in path:
+        path = join(self.directory, name)
+        if has_scheme(path):
             with tempfile.TemporaryDirectory() as tmp:
                 local = os.path.join(tmp, name)
                 _gfile().copy(path, local)
@@ -230,12 +233,12 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             try:
                 self._load(model, name)
             except Exception as e:  # any unreadable file: h5py, OSError, shape mismatch
-                _warn(f"checkpoint {_join(self.directory, name)} is unreadable "
+                _warn(f"checkpoint {join(self.directory, name)} is unreadable "
                       f"({_first_line(e)}); skipping it")
                 self._unreadable.append(name)
                 continue
             if number:
-                _warn(f"restored the older checkpoint {_join(self.directory, name)} (step "
+                _warn(f"restored the older checkpoint {join(self.directory, name)} (step "
                       f"{int(state['step'])})")
             self.step = int(state["step"])
             self._callback_states = state.get("callbacks", {})
@@ -250,7 +253,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         # reset their counters: put back the state of the interrupted run.
         for name, callback in self.stateful.items():
             if name in self._callback_states:
-                callbacks_lib.set_callback_state(callback, self._callback_states[name])
+                callback.set_state(self._callback_states[name])
 
     # === Save ===
 
@@ -281,8 +284,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._finish_step()
-        self._callback_states = {name: callbacks_lib.callback_state(cb)
-                                 for name, cb in self.stateful.items()}
+        self._callback_states = {name: cb.get_state() for name, cb in self.stateful.items()}
 
     def save(self) -> None:
         """Writes the weights file, its state, then atomically points checkpoint.json at it."""
@@ -291,10 +293,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         gfile = _gfile()
         gfile.makedirs(self.directory)
         name = f"ckpt-{self.step:08d}.weights.h5"
-        target = _join(self.directory, name)
+        target = join(self.directory, name)
         # Temporary name, then a rename: a reader never sees half a file under `name`.
         partial = target + ".partial.weights.h5"
-        if "://" in self.directory:
+        if has_scheme(self.directory):
             with tempfile.TemporaryDirectory() as tmp:
                 local = os.path.join(tmp, name)
                 self.model.save_weights(local)
@@ -303,8 +305,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             self.model.save_weights(partial)
         gfile.rename(partial, target, overwrite=True)
         kept = [name] + [w for w in self._kept if w != name]
-        self._callback_states = {n: callbacks_lib.callback_state(cb)
-                                 for n, cb in self.stateful.items()}
+        self._callback_states = {n: cb.get_state() for n, cb in self.stateful.items()}
         state = {"step": self.step, "epoch": self.step // self.steps_per_epoch,
                  "batch": self.step % self.steps_per_epoch, "weights": name,
                  "kept": kept[:self.keep], "callbacks": self._callback_states,
@@ -314,13 +315,13 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                      self.model.optimizer.iterations)),
                  "data_contract": self.contract}
         payload = json.dumps(state, indent=1).encode("utf-8")
-        write_atomically(_join(self.directory, name[:-len(".weights.h5")] + ".json"), payload)
-        write_atomically(_join(self.directory, STATE_FILE), payload)
+        write_atomically(join(self.directory, name[:-len(".weights.h5")] + ".json"), payload)
+        write_atomically(join(self.directory, STATE_FILE), payload)
         self._kept = kept[:self.keep]
         stale = kept[self.keep:] + [u for u in self._unreadable if u not in self._kept]
         for old in stale:
-            for path in (_join(self.directory, old),
-                         _join(self.directory, old[:-len(".weights.h5")] + ".json")):
+            for path in (join(self.directory, old),
+                         join(self.directory, old[:-len(".weights.h5")] + ".json")):
                 if gfile.exists(path):
                     gfile.remove(path)
         where = (f"end of epoch {state['epoch']}" if not state["batch"] else
@@ -332,7 +333,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
 def clear(directory: str) -> None:
     """Deletes a checkpoint directory (a fresh start)."""
-    if "://" in directory:
+    if has_scheme(directory):
         if _gfile().exists(directory):
             _gfile().rmtree(directory)
     else:

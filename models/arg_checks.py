@@ -27,7 +27,7 @@ def check_positive_int_tuple(name, values):
 
 
 def check_rate(name, value):
-    """Raises ValueError unless 0 <= value < 1 (a dropout rate)."""
+    """Raises ValueError unless 0 <= value < 1 (a dropout rate, a BatchNorm momentum)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
         raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
 
