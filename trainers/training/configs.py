@@ -63,6 +63,10 @@ class Config:
     # Short runs need less: with 0.99 the statistics lag far behind the weights for the first
     # few hundred steps, and evaluation (which uses them) lags with them.
     bn_momentum: float | None = None
+    # Start from a trained model (trainers/training/init_from.py): a training workdir or a
+    # .keras file with charset.txt beside it; the head is matched by character. "" starts from
+    # scratch; a run resuming from its own checkpoint ignores it.
+    init_from: str = ""
 
     # === Optimization ===
     optimizer: str = "adam"
@@ -81,6 +85,10 @@ class Config:
     monitor: str = "val_loss"  # for plateau, early stopping and the best checkpoint
     label_smoothing: float = 0.0
     clipnorm: float = 0.0  # global gradient-norm clipping; 0 disables it
+    # Exponential moving average of the weights (trainers/training/ema.py), kept by the
+    # optimizer: validation, best.keras and final.keras use the averages. 0 turns it off;
+    # typical 0.99-0.999 (the average spans about 1 / (1 - m) steps).
+    ema_momentum: float = 0.0
     # Curriculum: epoch 0 trains on the first `curriculum_start_fraction` of the classes
     # (charset order), growing linearly to all of them at epoch `curriculum_epochs`.
     curriculum_start_fraction: float = 1.0
@@ -230,6 +238,8 @@ RULES: dict[str, Rule] = {
     "l2": _optional(_real(0.0), "the model's default"),
     "dropout": _optional(_real(0.0, 1.0, high_open=True), "the model's default"),
     "bn_momentum": _optional(_real(0.0, 1.0, high_open=True), "the model's default"),
+    "init_from": Rule(lambda v: isinstance(v, str) and "\n" not in v,
+                      'a training workdir or a .keras file ("" for none)', 3),
     # === Optimization ===
     "optimizer": _choice(OPTIMIZERS),
     "learning_rate": _real(0.0, low_open=True),
@@ -247,6 +257,7 @@ RULES: dict[str, Rule] = {
     "monitor": _choice(MONITORS),
     "label_smoothing": _real(0.0, 1.0, high_open=True),
     "clipnorm": _real(0.0, note="0 disables clipping"),
+    "ema_momentum": _real(0.0, 1.0, high_open=True, note="0: no weight averaging"),
     "curriculum_start_fraction": _real(0.0, 1.0, low_open=True),
     "curriculum_epochs": _int(0),
     # === Schedule ===

@@ -36,6 +36,9 @@ EPILOG = """examples:
   horovodrun -np 2 -H localhost:2 --gloo hccr-train --config smoke --data data/chars \\
       --workdir runs/h --strategy horovod
   hccr-train --config mnist --data digits --workdir runs/lenet     (the seed's LeNet)
+  hccr-train --config casia-sample --data data/casia --workdir runs/ft --init-from runs/pre \\
+      --set ema_momentum=0.999
+      start from runs/pre/best.keras (head matched by character); average the weights (EMA)
 
 outputs in --workdir: best.keras, final.keras, config.json, metrics.json, history.csv,
 curves.png, tensorboard/, checkpoints/ (a rerun of the same command resumes from them).
@@ -67,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="shorthand for --set strategy=...")
     parser.add_argument("--precision", choices=configs.PRECISIONS,
                         help="shorthand for --set precision=...")
+    parser.add_argument("--init-from", metavar="RUN_OR_MODEL",
+                        help="shorthand for --set init_from=...: start from a trained model (a "
+                             "training workdir or a .keras file with charset.txt beside it); "
+                             "shared characters keep their head weights, new ones start fresh")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective config as JSON and exit")
     parser.add_argument("--restart", action="store_true",
@@ -81,6 +88,8 @@ def effective_config(args: argparse.Namespace) -> configs.Config:
         overrides.append(f"strategy={args.strategy}")
     if args.precision:
         overrides.append(f"precision={args.precision}")
+    if args.init_from:
+        overrides.append(f"init_from={args.init_from}")
     return configs.override(configs.get_config(args.config), overrides)
 
 
