@@ -42,7 +42,9 @@ def tta_top1(model_path: str, data_dir: str) -> dict:
     background = float(np.median(images[:, 0, 0]))
 
     def shifted(dy: int, dx: int):
-        return np.roll(images, (dy, dx), axis=(1, 2))  # 1 px of background wraps around
+        height, width = images.shape[1:3]
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=background)
+        return padded[:, 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
 
     def scaled(factor: float):
         h, w = images.shape[1:3]
