@@ -211,7 +211,7 @@ def test_each_transform_run_at_its_identity_setting_returns_its_input():
     off = augment.AugmentParams(**OFF)
     seed = tf.constant([5, 6], tf.int64)
     for transform in (augment.geometric_transform, augment.photometric_transform,
-                      augment.augment_batch):
+                      augment.cutout_transform, augment.augment_batch):
         out = transform(images, off, seed).numpy()
         np.testing.assert_allclose(out, images.numpy(), atol=1e-6, err_msg=transform.__name__)
 
@@ -232,7 +232,7 @@ def test_each_augmentation_at_a_vanishing_range_is_the_identity(field, value):
 
 @pytest.mark.parametrize("field, value", [("rotation", 15.0), ("shift", 0.1),
                                           ("elastic_alpha", 2.0), ("noise_std", 0.05),
-                                          ("brightness", 0.2)])
+                                          ("brightness", 0.2), ("cutout", 0.3)])
 def test_each_augmentation_switches_on_alone(field, value):
     images = _batch()
     params = augment.AugmentParams(**{**OFF, field: value})
@@ -241,6 +241,25 @@ def test_each_augmentation_switches_on_alone(field, value):
     if field in ("rotation", "shift", "elastic_alpha"):
         # Geometry moves ink but keeps about as much of it.
         assert abs(out.sum() / images.numpy().sum() - 1.0) < 0.35
+
+
+def test_cutout_erases_one_square_of_the_given_side_per_image_and_adds_nothing():
+    images = tf.ones([16, 40, 40, 1])
+    params = augment.AugmentParams(**OFF, cutout=0.25)
+    seed = tf.constant([3, 4], tf.int64)
+    out = augment.augment_batch(images, params, seed).numpy()
+    np.testing.assert_array_equal(out, augment.augment_batch(images, params, seed).numpy())
+    assert set(np.unique(out)) <= {0.0, 1.0}
+    erased = out[..., 0] == 0.0
+    for mask in erased:
+        rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+        assert len(rows) > 0, "every image loses a square (its centre is inside the image)"
+        # One axis-aligned box, at most 10 x 10 pixels, cut only by the image border.
+        assert mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+        assert mask.sum() == len(rows) * len(cols) and len(rows) <= 10 and len(cols) <= 10
+        assert len(rows) == 10 or rows[0] == 0 or rows[-1] == 39
+    centres = [np.argwhere(m).mean(0) for m in erased]
+    assert np.ptp(np.array(centres), axis=0).min() > 10, "centres are spread over the image"
 
 
 # === Exactly the listed shards; damaged shards named ===

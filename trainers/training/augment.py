@@ -2,8 +2,9 @@
 
 The seed's list, each switchable through the config (a zero range switches an effect off):
 rotation (+-15 degrees), scale (0.9-1.1), shifts, Gaussian noise (sigma 0.05), brightness
-(+-20 %) and elastic deformation. Rotation, scale, shift and the elastic field are composed into
-one sampling grid, so an image is resampled once (bilinear) whatever is switched on.
+(+-20 %) and elastic deformation; and cutout (one erased square per image, off by default).
+Rotation, scale, shift and the elastic field are composed into one sampling grid, so an image
+is resampled once (bilinear) whatever is switched on.
 
 Images follow the training convention: float32 `(batch, height, width, 1)`, ink 1.0,
 background 0.0; pixels sampled from outside the image are background. Every random draw is
@@ -30,13 +31,15 @@ class AugmentParams:
     brightness: float = 0.2  # additive, +- fraction of the value range
     elastic_alpha: float = 2.0  # pixels
     elastic_cell: int = 8  # pixels between independent displacement vectors
+    cutout: float = 0.0  # side of the erased square, fraction of the image side; 0: off
 
     @classmethod
     def from_config(cls, config) -> AugmentParams:
         return cls(rotation=config.aug_rotation, scale_min=config.aug_scale_min,
                    scale_max=config.aug_scale_max, shift=config.aug_shift,
                    noise_std=config.aug_noise_std, brightness=config.aug_brightness,
-                   elastic_alpha=config.aug_elastic_alpha, elastic_cell=config.aug_elastic_cell)
+                   elastic_alpha=config.aug_elastic_alpha, elastic_cell=config.aug_elastic_cell,
+                   cutout=config.aug_cutout)
 
     @property
     def geometric(self) -> bool:
@@ -134,6 +137,27 @@ def photometric_transform(images: tf.Tensor, params: AugmentParams, seed) -> tf.
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
+def cutout_transform(images: tf.Tensor, params: AugmentParams, seed) -> tf.Tensor:
+    """Erases one square per image to background (cutout, DeVries & Taylor 2017).
+
+    The square's side is `params.cutout` of the image's shorter side; its centre is uniform over
+    the image, so near an edge only part of it falls inside (as in the paper). A writer who
+    leaves out or merges a stroke is what this imitates: the model must not hang on any one part.
+    """
+    seed = tf.cast(seed, tf.int64)
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    side = params.cutout * tf.cast(tf.minimum(height, width), tf.float32)
+    cy = _uniform(seed, [batch], 0.0, 1.0, 8) * tf.cast(height, tf.float32)
+    cx = _uniform(seed, [batch], 0.0, 1.0, 9) * tf.cast(width, tf.float32)
+    rows = tf.cast(tf.range(height), tf.float32)[None, :] + 0.5
+    cols = tf.cast(tf.range(width), tf.float32)[None, :] + 0.5
+    inside_rows = tf.abs(rows - cy[:, None]) < side / 2  # (B, H)
+    inside_cols = tf.abs(cols - cx[:, None]) < side / 2  # (B, W)
+    erased = tf.logical_and(inside_rows[:, :, None], inside_cols[:, None, :])[..., None]
+    return tf.where(erased, tf.zeros_like(images), images)
+
+
 def augment_batch(images: tf.Tensor, params: AugmentParams, seed) -> tf.Tensor:
     """All enabled augmentations of a training batch.
 
@@ -147,6 +171,8 @@ def augment_batch(images: tf.Tensor, params: AugmentParams, seed) -> tf.Tensor:
     """
     if params.geometric:
         images = geometric_transform(images, params, seed)
+    if params.cutout:
+        images = cutout_transform(images, params, seed)
     if params.brightness or params.noise_std:
         images = photometric_transform(images, params, seed)
     return images

@@ -111,6 +111,7 @@ class Config:
     aug_brightness: float = 0.2  # +- fraction of the value range
     aug_elastic_alpha: float = 2.0  # pixels of elastic displacement; 0 disables it
     aug_elastic_cell: int = 8  # pixels between independent displacement vectors
+    aug_cutout: float = 0.0  # side of one erased square, fraction of the image side; 0 disables it
 
     # === Distribution and precision ===
     strategy: str = "auto"
@@ -276,6 +277,7 @@ RULES: dict[str, Rule] = {
     "aug_brightness": _real(0.0, 1.0),
     "aug_elastic_alpha": _real(0.0, note="pixels; 0 disables it"),
     "aug_elastic_cell": _int(1, note="pixels"),
+    "aug_cutout": _real(0.0, 1.0, note="fraction of the image side; 0 disables it"),
     # === Distribution and precision ===
     "strategy": _choice(STRATEGIES),
     "precision": _choice(PRECISIONS),
