@@ -18,7 +18,7 @@ from beam_preprocess.contract.gnt import read_gnt  # noqa: E402
 SIZE, MARGIN = 32, 2
 PAD = 16  # white around each sample, as a photo or scan of one character has
 NUM_CLASSES = 20
-TRAIN_PER_CLASS, TEST_PER_CLASS = 30, 12
+TRAIN_PER_CLASS, TEST_PER_CLASS = 30, 30
 MAX_TOP1_DROP = 0.02
 
 
@@ -154,7 +154,7 @@ def test_one_level_images_have_no_ink():
 @pytest.mark.slow
 def test_classifier_top1_holds_on_real_backgrounds(casia_sample_dir, tmp_path):
     """A tiny classifier fitted on white samples (20 classes x 30 writers) keeps its top-1 on
-    other writers' samples (20 x 12) within 2 points of white on every background, through
+    other writers' samples (20 x 30) within 2 points of white on every background, through
     hccr-predict's Predictor (numpy) and through the SavedModel serving signature."""
     import keras
     import tensorflow as tf
@@ -170,9 +170,13 @@ def test_classifier_top1_holds_on_real_backgrounds(casia_sample_dir, tmp_path):
     white = np.stack([imaging.normalize_char(image, SIZE, MARGIN) for image in train_images])
     keras.utils.set_random_seed(0)
     # A plain CNN: on 600 images it learns in ~15 s what hccr_resnet_tiny (batch norm) does not.
+    # Trained with light pixel noise, as hccr-train's augmentation does: a model that never saw
+    # noise loses points to the sensor noise of the "noisy" background itself, which is not what
+    # this test measures (background normalization).
     layers = keras.layers
     model = keras.Sequential([
-        keras.Input((SIZE, SIZE, 1)), layers.Conv2D(16, 3, activation="relu"),
+        keras.Input((SIZE, SIZE, 1)), layers.GaussianNoise(0.03),
+        layers.Conv2D(16, 3, activation="relu"),
         layers.MaxPooling2D(), layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
         layers.Flatten(), layers.Dense(64, activation="relu"), layers.Dense(len(charset))],
         name="background_test_cnn")
