@@ -152,3 +152,19 @@ def test_every_preset_logs_to_tensorboard():
     for name, make in configs.PRESETS.items():
         config = make()
         assert config.tensorboard or "tensorboard" in (make.__doc__ or "").lower(), name
+
+
+def test_casia_sample_trains_a_fixed_budget_whatever_the_split_size():
+    """The recipe's budget is steps, not passes: mixing synthetic writers into the training split
+    must not change how long it trains (that is how it was measured on the outside writers)."""
+    import types
+
+    from trainers.training import train
+    config = configs.get_config("casia-sample")
+    sizes = (11_154, 11_154 + 200 * 21, 500)  # the four files, + 200 synthetic writers, tiny
+    budgets = {train.steps_per_epoch(config, types.SimpleNamespace(num_examples=lambda _: n), 64)
+               * config.epochs for n in sizes}
+    assert budgets == {6_692}
+    by_passes = configs.override(config, ["steps_per_epoch=0", "epochs=2"])
+    assert train.steps_per_epoch(
+        by_passes, types.SimpleNamespace(num_examples=lambda _: 11_154), 64) == 11_154 // 64
