@@ -144,9 +144,12 @@ def chars_model() -> str:
     from trainers.serving import inference
     keras.utils.set_random_seed(0)
     info, train = load_arrays(chars_data(), "train")
+    # BatchNorm statistics that follow the weights (bn_momentum=0.9) and Adam at 3e-3: on 144
+    # images, Keras' defaults with 1e-2 scored 44-100 % on the test split depending on the seed
+    # and the CPU (44 % failed CI); these settings gave 81-94 % over five seeds.
     model = models.build_model("hccr_resnet_tiny", num_classes=info.num_classes,
-                               input_shape=(SIZE, SIZE, 1))
-    model.compile(keras.optimizers.Adam(1e-2),
+                               input_shape=(SIZE, SIZE, 1), bn_momentum=0.9)
+    model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(inference.to_model_input(train["image"]), train["label"], batch_size=16,
               epochs=40, verbose=0)
