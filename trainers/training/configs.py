@@ -462,8 +462,9 @@ def casia_sample() -> Config:
     won; 40 pixels lost a point, 64 pixels gained little for twice the time per step; more
     width, stronger augmentation, cutout, EMA of the weights, test-time augmentation, synthetic
     writers and pretraining on synthetic writers did not win at equal training steps. The
-    budget is what fits 15 minutes on an idle 2-core CPU. This preset's figures (three seeds)
-    and wall time are in that section; the 98 % goal of issue #16 is not reached.
+    budget was sized for 15 minutes on a 2-core CPU; the one idle 2-core run took 17.7 minutes
+    (the host slowed the VM for most of it; about 15.3 at full speed). This preset's figures
+    (three seeds: 97.6-97.9 %) are in that section; the 98 % goal of issue #16 is not reached.
 
         hccr-preprocess --split-glob 'train=../shared/data/casia-hwdb-sample/train-000[0-3].gnt' \\
             --split-glob 'validation=../shared/data/casia-hwdb-outside/outside-writers.gnt' \\
