@@ -183,3 +183,4 @@ def test_hccr_train_starts_from_a_one_epoch_run_and_resume_wins(tmp_path, capfd)
     err = capfd.readouterr().err.strip().splitlines()
     assert err[-1] == (f"hccr-train: error: --init-from {tmp_path / 'runs' / 'nope'}: no such "
                        f"file or directory")
+    assert not (tmp_path / "runs" / "x" / "config.json").exists()  # refused before any write

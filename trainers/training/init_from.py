@@ -194,6 +194,20 @@ def _load_model(path: str) -> keras.Model:
         return inference.KerasRunner(local).model
 
 
+def check_source(run_or_model: str, charset: Charset | None) -> None:
+    """Refuses a source that `start_from` would refuse before reading its model: nothing
+    there, no charset next to it, or training data without a charset (mnist). Called before
+    the run writes anything to its workdir.
+
+    Raises:
+      InitFromError: see `locate`.
+    """
+    if charset is None:
+        raise InitFromError(f"--init-from {run_or_model}: the training data has no charset "
+                            f"to match the classes by (dataset 'mnist')")
+    locate(run_or_model)
+
+
 def start_from(model: keras.Model, charset: Charset | None, run_or_model: str, *,
                resumed_step: int = 0) -> str:
     """Initialises `model` from `run_or_model` (see the module docstring) unless the run
@@ -205,9 +219,7 @@ def start_from(model: keras.Model, charset: Charset | None, run_or_model: str, *
     if resumed_step:
         return (f"--init-from {run_or_model} ignored: resuming from this workdir's checkpoint "
                 f"(step {resumed_step}); --restart starts over from {run_or_model}")
-    if charset is None:
-        raise InitFromError(f"--init-from {run_or_model}: the training data has no charset "
-                            f"to match the classes by (dataset 'mnist')")
+    check_source(run_or_model, charset)
     model_path, charset_path = locate(run_or_model)
     source_charset = Charset.load(charset_path)
     source = _load_model(model_path)

@@ -569,9 +569,10 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
     check_data(config, source, data_dir)
     contract = data_contract(config, source)
     checkpoint_dir = join(workdir, "checkpoints")
-    if not restart:
-        checkpoint_lib.check_contract(checkpoint_lib.newest_state(checkpoint_dir), contract,
-                                      checkpoint_dir)
+    newest = None if restart else checkpoint_lib.newest_state(checkpoint_dir)
+    checkpoint_lib.check_contract(newest, contract, checkpoint_dir)
+    if config.init_from and newest is None:  # a resumed run ignores --init-from
+        init_from_lib.check_source(config.init_from, source.charset)
     schedule = plan_schedule(config, source, dist)
     run_info = describe_run(config, source, dist, policy, schedule)
     _log(f"{dist.kind}: {dist.num_replicas} replica(s), {dist.num_workers} worker(s); "
