@@ -141,8 +141,10 @@ def test_installed_horovod_build_is_read_without_initialising_it():
 
 def test_local_mpi_runs_two_ranks(capfd):
     _mpi_horovod()
-    code = ("import os; print('RANK', os.environ['OMPI_COMM_WORLD_RANK'], "
-            "os.environ['OMPI_COMM_WORLD_SIZE'])")
+    # One write per rank: print() of several items under PYTHONUNBUFFERED (scripts/test.sh)
+    # writes them one by one, and the two ranks' words interleaved ("RANKRANK 1 2\n 0 2").
+    code = ("import os; os.write(1, ('RANK %s %s\\n' % (os.environ['OMPI_COMM_WORLD_RANK'], "
+            "os.environ['OMPI_COMM_WORLD_SIZE'])).encode())")
     assert cli.main(["local", "--mpi", "--np", "2", "--", sys.executable, "-c", code]) == 0
     out = untagged(capfd.readouterr().out)
     assert "RANK 0 2" in out and "RANK 1 2" in out
