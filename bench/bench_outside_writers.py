@@ -33,14 +33,9 @@ def tta_top1(model_path: str, data_dir: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from trainers.training import input_pipeline
+    from bench_seed_ensemble import load_split
     model = keras.models.load_model(model_path, compile=False)
-    images, labels = [], []
-    for x, y in input_pipeline.make_dataset(input_pipeline.open_preprocessed(data_dir),
-                                            "validation", batch_size=256, training=False):
-        images.append(x.numpy())
-        labels.append(y.numpy())
-    images, labels = np.concatenate(images), np.concatenate(labels)
+    images, labels = load_split(data_dir, "validation")
     background = float(np.median(images[:, 0, 0]))
 
     def shifted(dy: int, dx: int):

@@ -194,10 +194,13 @@ def _load_model(path: str) -> keras.Model:
         return inference.KerasRunner(local).model
 
 
-def check_source(run_or_model: str, charset: Charset | None) -> None:
+def check_source(run_or_model: str, charset: Charset | None) -> tuple[str, str]:
     """Refuses a source that `start_from` would refuse before reading its model: nothing
     there, no charset next to it, or training data without a charset (mnist). Called before
     the run writes anything to its workdir.
+
+    Returns:
+      `locate`'s `(model path, charset path)`.
 
     Raises:
       InitFromError: see `locate`.
@@ -205,7 +208,7 @@ def check_source(run_or_model: str, charset: Charset | None) -> None:
     if charset is None:
         raise InitFromError(f"--init-from {run_or_model}: the training data has no charset "
                             f"to match the classes by (dataset 'mnist')")
-    locate(run_or_model)
+    return locate(run_or_model)
 
 
 def start_from(model: keras.Model, charset: Charset | None, run_or_model: str, *,
@@ -219,8 +222,7 @@ def start_from(model: keras.Model, charset: Charset | None, run_or_model: str, *
     if resumed_step:
         return (f"--init-from {run_or_model} ignored: resuming from this workdir's checkpoint "
                 f"(step {resumed_step}); --restart starts over from {run_or_model}")
-    check_source(run_or_model, charset)
-    model_path, charset_path = locate(run_or_model)
+    model_path, charset_path = check_source(run_or_model, charset)
     source_charset = Charset.load(charset_path)
     source = _load_model(model_path)
     result = transfer(model, charset, source, source_charset, where=f"--init-from {model_path}")
