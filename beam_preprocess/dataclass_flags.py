@@ -90,6 +90,9 @@ def _flag_kwargs(owner: str, hint) -> dict:
             hint = rest[0]
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        return {"type": type(choices[0]), "choices": choices}
     if hint in (int, float, str):
         return {"type": hint}
     origin = typing.get_origin(hint) or hint

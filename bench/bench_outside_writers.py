@@ -28,44 +28,13 @@ SHARED = os.path.join(REPO, "..", "shared", "data")
 
 
 def tta_top1(model_path: str, data_dir: str) -> dict:
-    """Top-1 on the validation split: plain, and averaged over shifted / scaled copies."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from bench_seed_ensemble import load_split
-    model = keras.models.load_model(model_path, compile=False)
-    images, labels = load_split(data_dir, "validation")
-    background = float(np.median(images[:, 0, 0]))
-
-    def shifted(dy: int, dx: int):
-        height, width = images.shape[1:3]
-        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=background)
-        return padded[:, 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
-
-    def scaled(factor: float):
-        h, w = images.shape[1:3]
-        resized = tf.image.resize(images, (round(h * factor), round(w * factor)),
-                                  antialias=True).numpy()
-        canvas = np.full_like(images, background)
-        if factor < 1:
-            top, left = (h - resized.shape[1]) // 2, (w - resized.shape[2]) // 2
-            canvas[:, top:top + resized.shape[1], left:left + resized.shape[2]] = resized
-            return canvas
-        top, left = (resized.shape[1] - h) // 2, (resized.shape[2] - w) // 2
-        return resized[:, top:top + h, left:left + w]
-
-    def probabilities(x):
-        return tf.nn.softmax(model.predict(x, batch_size=256, verbose=0)).numpy()
-
-    plain = probabilities(images)
-    shifts = sum(probabilities(shifted(dy, dx)) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)))
-    scales = sum(probabilities(scaled(f)) for f in (0.92, 1.08))
-
-    def accuracy(p):
-        return float((p.argmax(1) == labels).mean())
-    return {"plain": accuracy(plain), "tta_shift": accuracy(plain + shifts),
-            "tta_scale": accuracy(plain + scales), "tta_all": accuracy(plain + shifts + scales)}
+    """Top-1 on the validation split, plain and with each test-time augmentation of
+    hccr-eval (`--tta shift|scale|all`)."""
+    from trainers.serving import evaluation, inference
+    runner = inference.load(model_path)
+    return {mode: evaluation.evaluate(runner, data_dir, "validation", progress=False,
+                                      tta=mode)["metrics"]["top1_accuracy"]
+            for mode in inference.TTA_MODES}
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import typing
 from collections.abc import Sequence
 from unittest import mock
 
@@ -78,6 +79,25 @@ def test_bad_values_and_missing_required_flags_are_usage_errors(capsys):
         _parser().parse_args(["--path", "p", "--sizes", "1,two"])
     with pytest.raises(SystemExit):
         _parser().parse_args([])  # --path is required: the field has no default
+
+
+def test_a_literal_field_is_a_choice(capsys):
+    @dataclasses.dataclass
+    class Mode:
+        """A mode.
+
+        Attributes:
+          mode: how to run.
+        """
+        mode: typing.Literal["off", "fast", "slow"] = "off"
+
+    assert _parser(Mode).parse_args([]).mode == "off"
+    assert _parser(Mode).parse_args(["--mode", "slow"]).mode == "slow"
+    with pytest.raises(SystemExit) as exit_:
+        _parser(Mode).parse_args(["--mode", "medium"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'medium' (choose from 'off', 'fast', 'slow')" in \
+        capsys.readouterr().err
 
 
 def test_help_comes_from_the_docstring():
@@ -198,7 +218,7 @@ def test_hccr_predict_defaults_are_the_predictors():
     from trainers.serving import predict, predict_cli
     args = predict_cli.build_parser().parse_args(["--model", "m", "x.png"])
     init = inspect.signature(predict.Predictor).parameters
-    for name in ("top_k", "beam_width", "threads"):
+    for name in ("top_k", "beam_width", "threads", "tta"):
         assert getattr(args, name) == init[name].default, name
     files = inspect.signature(predict.Predictor.predict_files).parameters
     assert args.batch_size == files["batch_size"].default

@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -542,6 +542,9 @@ class ExportConfig:
         (default: all cores).
       batch_size: examples per model call when evaluating a format.
       progress: progress lines on stderr.
+      tta: test-time augmentation for the accuracy of every format and of the Keras model
+        (classifiers; see hccr-eval --tta), so that the delta is the one hccr-eval and
+        hccr-predict give with the same flag.
     """
     formats: Sequence[str] = DEFAULT_FORMATS
     eval_split: str | None = None
@@ -555,6 +558,7 @@ class ExportConfig:
     threads: int | None = None
     batch_size: int = 64
     progress: bool = True
+    tta: Literal["off", "shift", "scale", "all"] = "off"
 
 
 class _Context:
@@ -776,6 +780,10 @@ def export(model_path: str, data_dir: str, out_dir: str, config: ExportConfig | 
     config = config or ExportConfig()
     formats = parse_formats(config.formats)
     dataset = metadata.load(data_dir)
+    inference.tta_views(config.tta)  # an unknown mode fails before anything is written
+    if config.tta != "off" and dataset.task != "chars":
+        raise ValueError(f"test-time augmentation (--tta {config.tta}) is for classifiers; "
+                         f"{data_dir} holds task {dataset.task!r}")
     model = keras.models.load_model(model_path, compile=False)
     os.makedirs(out_dir, exist_ok=True)
     work_dir = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
@@ -786,7 +794,7 @@ def export(model_path: str, data_dir: str, out_dir: str, config: ExportConfig | 
         report = {"model": os.path.abspath(model_path), "model_name": model.name,
                   "task": dataset.task, "data_dir": os.path.abspath(data_dir),
                   "eval": {"split": ctx.eval_split, "examples": config.eval_examples,
-                           "metric": metric},
+                           "metric": metric, "tta": config.tta},
                   "calibration": {"split": ctx.calibration_split,
                                   "examples": config.calibration_examples},
                   "line_width": ctx.line_width, "threads": config.threads or os.cpu_count(),
@@ -819,7 +827,7 @@ def _measure(ctx: _Context, runner, sample) -> tuple[dict, dict | None]:
         rep = evaluation.evaluate(runner, ctx.dataset.data_dir, ctx.eval_split,
                                   batch_size=config.batch_size,
                                   max_examples=config.eval_examples, progress=False,
-                                  keep_predictions=True)
+                                  tta=config.tta, keep_predictions=True)
         predictions = rep.pop("_predictions")
         metrics = rep["metrics"]
         entry["metrics"] = ({k: metrics[k] for k in ("top1_accuracy", "top5_accuracy",
@@ -885,10 +893,13 @@ def _check_onnx(ctx: _Context, runner) -> float:
 def summary_table(report: dict) -> str:
     """The report as a Markdown table (what hccr-export prints and the benchmark writes)."""
     metric = report["eval"]["metric"]
+    heading = metric
+    if report["eval"].get("tta", "off") != "off":
+        heading += f", tta {report['eval']['tta']}"
     scale, unit = 100.0, "%"
     rows = [("keras", report["keras"])] + list(report["formats"].items())
     lines = [f"| format | status | size (KB) | latency b1 (ms) | throughput (img/s) | "
-             f"{metric} ({unit}) | delta (points) | agreement |",
+             f"{heading} ({unit}) | delta (points) | agreement |",
              "|---|---|---|---|---|---|---|---|"]
     for name, e in rows:
         m = e.get("metrics", {}).get(metric)

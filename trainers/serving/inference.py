@@ -555,6 +555,113 @@ def configure_tf_threads(threads: int | None) -> None:
         pass
 
 
+# === Test-time augmentation ===
+
+# The views a classifier is averaged over. Measured on writers outside the CASIA sample
+# (docs/benchmarks.md, "Test-time augmentation"): one-pixel shifts and +-8 % scalings each
+# gained about 0.2 point on the recipe's models, both together about 0.4, at 7x the inference.
+TTA_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+TTA_SCALES = (0.92, 1.08)
+TTA_MODES = ("off", "shift", "scale", "all")
+
+
+def tta_views(mode: str) -> list[tuple[str, object]]:
+    """The views of a TTA mode: ("identity", None), ("shift", (dy, dx)), ("scale", factor)."""
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {mode!r}; expected one of "
+                         f"{', '.join(TTA_MODES)}")
+    views: list[tuple[str, object]] = [("identity", None)]
+    if mode in ("shift", "all"):
+        views += [("shift", offset) for offset in TTA_SHIFTS]
+    if mode in ("scale", "all"):
+        views += [("scale", factor) for factor in TTA_SCALES]
+    return views
+
+
+def shift_images(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Model inputs `(N, H, W, C)` moved `dy` rows down and `dx` columns right; what comes in
+    at the edge is background (0.0)."""
+    n, h, w, c = x.shape
+    out = np.zeros_like(x)
+    src_y, dst_y = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h - max(0, -dy))
+    src_x, dst_x = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
+    out[:, dst_y, dst_x] = x[:, src_y, src_x]
+    return out
+
+
+def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """`(size_out, size_in)` weights of an antialiased bilinear (triangle) resize: the filter
+    widens by the reduction factor when shrinking, as PIL's and TensorFlow's antialias do."""
+    ratio = size_in / size_out
+    support = max(ratio, 1.0)
+    centers = (np.arange(size_out) + 0.5) * ratio
+    positions = np.arange(size_in) + 0.5
+    weights = np.maximum(0.0, 1.0 - np.abs(positions[None, :] - centers[:, None]) / support)
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def scale_images(x: np.ndarray, factor: float) -> np.ndarray:
+    """Model inputs `(N, H, W, C)` scaled by `factor` about their centre, at the same size:
+    shrunk onto background (0.0), or enlarged and cropped."""
+    n, h, w, c = x.shape
+    new_h, new_w = max(1, round(h * factor)), max(1, round(w * factor))
+    resized = np.einsum("ah,nhwc,bw->nabc", _resize_matrix(h, new_h), x,
+                        _resize_matrix(w, new_w), optimize=True).astype(x.dtype)
+    if new_h <= h and new_w <= w:
+        out = np.zeros_like(x)
+        top, left = (h - new_h) // 2, (w - new_w) // 2
+        out[:, top:top + new_h, left:left + new_w] = resized
+        return out
+    top, left = (new_h - h) // 2, (new_w - w) // 2
+    return resized[:, top:top + h, left:left + w]
+
+
+def view_images(x: np.ndarray, view: tuple[str, object]) -> np.ndarray:
+    kind, arg = view
+    if kind == "shift":
+        return shift_images(x, *arg)
+    if kind == "scale":
+        return scale_images(x, arg)
+    return x
+
+
+class TTARunner(Runner):
+    """A classifier runner averaged over augmented views of each input (test-time
+    augmentation): the softmax probabilities of the views are averaged, and their log is
+    returned as the logits, so that `softmax` of the output gives the averaged probabilities.
+
+    Works over any format (the views are made in numpy before the model runs), so an INT8
+    TFLite export is augmented exactly like its Keras model.
+    """
+
+    def __init__(self, inner: Runner, mode: str = "all"):
+        if inner.sequence:
+            raise ValueError(f"{inner.path or inner.name} is a CTC line model; test-time "
+                             f"augmentation (shifts and scalings of one character) is for "
+                             f"classifiers")
+        self.views = tta_views(mode)
+        self.inner, self.mode = inner, mode
+        self.format, self.path, self.name = inner.format, inner.path, inner.name
+        self.input_height, self.input_width = inner.input_height, inner.input_width
+        self.fixed_batch = None  # the inner runner splits its own batches
+
+    def _run(self, x):
+        mean = np.zeros((), np.float64)
+        for view in self.views:
+            mean = mean + softmax(self.inner.predict(view_images(x, view)).astype(np.float64))
+        mean /= len(self.views)
+        return np.log(np.maximum(mean, 1e-30)).astype(np.float32)
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "tta": self.mode, "tta_views": len(self.views)}
+
+
+def with_tta(runner: Runner, mode: str) -> Runner:
+    """`runner` averaged over the views of `mode` (see `TTA_MODES`); itself for "off"."""
+    tta_views(mode)  # an unknown mode is an error, "off" included in the check
+    return runner if mode == "off" else TTARunner(runner, mode)
+
+
 # === Running on images ===
 
 

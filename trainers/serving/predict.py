@@ -179,10 +179,11 @@ class Predictor:
       top_k: candidates per input.
       beam_width: CTC beam width (line models).
       threads: CPU threads for TFLite/onnxruntime.
+      tta: test-time augmentation of a classifier, one of `inference.TTA_MODES` ("off": none).
     """
 
     def __init__(self, model_path: str, data_dir: str | None = None, *, top_k: int = 5,
-                 beam_width: int = 10, threads: int | None = None):
+                 beam_width: int = 10, threads: int | None = None, tta: str = "off"):
         self.runner = inference.load(model_path, threads=threads)
         self.info, self.charset = inference.resolve_model_info(model_path, data_dir,
                                                                self.runner)
@@ -190,6 +191,8 @@ class Predictor:
             raise ValueError(f"{model_path}: the model is "
                              f"{'a line model' if self.runner.sequence else 'a classifier'} but "
                              f"its metadata says task {self.info.task!r}")
+        self.runner = inference.with_tta(self.runner, tta)
+        self.tta = tta
         self.top_k = max(1, min(top_k, len(self.charset)))
         self.beam_width = max(beam_width, self.top_k)
 
