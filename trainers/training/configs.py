@@ -112,6 +112,10 @@ class Config:
     aug_elastic_alpha: float = 2.0  # pixels of elastic displacement; 0 disables it
     aug_elastic_cell: int = 8  # pixels between independent displacement vectors
     aug_cutout: float = 0.0  # side of one erased square, fraction of the image side; 0 disables it
+    # mixup (characters): each training image blended with another of its batch, the loss
+    # weighted the same way; the blend weight of the image's own label is max(l, 1 - l),
+    # l ~ Beta(mixup_alpha, mixup_alpha). 0 disables it. Applies with augment=false too.
+    mixup_alpha: float = 0.0
 
     # === Distribution and precision ===
     strategy: str = "auto"
@@ -278,6 +282,7 @@ RULES: dict[str, Rule] = {
     "aug_elastic_alpha": _real(0.0, note="pixels; 0 disables it"),
     "aug_elastic_cell": _int(1, note="pixels"),
     "aug_cutout": _real(0.0, 1.0, note="fraction of the image side; 0 disables it"),
+    "mixup_alpha": _real(0.0, note="Beta(alpha, alpha); 0 disables it"),
     # === Distribution and precision ===
     "strategy": _choice(STRATEGIES),
     "precision": _choice(PRECISIONS),

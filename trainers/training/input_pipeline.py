@@ -304,8 +304,11 @@ def label_of_record(serialized: tf.Tensor) -> tf.Tensor:
 def to_keras(batch: dict) -> tuple:
     """Feature dict -> Keras `(x, y)`.
 
-    Characters: `(image, label)`. Lines: `(image, packed)` where `packed` is int32
-    `(batch, 2 + max_label_length)` = [label_length, logit_length, class ids padded with 0]
+    Characters: `(image, label)`, or after `mixup_batches` `(image, mixed)` with float32
+    `mixed` `(batch, 3)` = [label, partner's label, weight of label]
+    (`trainers.training.losses.SparseCrossEntropy` and `MixupSparseAccuracy` read it).
+    Lines: `(image, packed)` where `packed` is int32 `(batch, 2 + max_label_length)` =
+    [label_length, logit_length, class ids padded with 0]
     (`trainers.training.losses.PackedCTCLoss` unpacks it; logit_length = unpadded width //
     `CRNN_WIDTH_DOWNSAMPLE`, the CRNN's time steps: `models.crnn_time_steps`).
     """
@@ -314,6 +317,10 @@ def to_keras(batch: dict) -> tuple:
         packed = tf.concat([batch["label_length"][:, None], logit_length[:, None],
                             batch["labels"]], axis=1)
         return batch["image"], packed
+    if "mix_label" in batch:  # mixup: float32 (batch, 3) = [label, partner's label, weight]
+        return batch["image"], tf.stack([tf.cast(batch["label"], tf.float32),
+                                         tf.cast(batch["mix_label"], tf.float32),
+                                         batch["mix_weight"]], axis=1)
     return batch["image"], batch["label"]
 
 
@@ -359,12 +366,14 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
                  augment: augment_lib.AugmentParams | None = None, shard: tuple | None = None,
                  num_input_workers: int = 1, shuffle_buffer: int = 10_000, cache: bool = False,
                  seed: int = 0, curriculum_classes: tf.Variable | None = None,
-                 bucket_boundaries: tuple = (), take_batches: int = 0) -> tf.data.Dataset:
+                 bucket_boundaries: tuple = (), take_batches: int = 0,
+                 mixup_alpha: float = 0.0) -> tf.data.Dataset:
     """The Keras `(x, y)` dataset of a split.
 
     The steps, in order: the source's records (`source_records`), [cache], training's
     shuffle, repeat and curriculum filter, batches of feature dicts (`batch_examples`),
-    training's augmentation (`augment_batches`), `to_keras`, [take, cache], prefetch.
+    training's augmentation (`augment_batches`) and mixup (`mixup_batches`), `to_keras`,
+    [take, cache], prefetch.
 
     Args:
       source: `open_preprocessed(...)` or `open_digits(...)`.
@@ -385,6 +394,7 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
         (characters only), so a callback can grow the class set between epochs.
       bucket_boundaries: lines: width boundaries of the padded batches.
       take_batches: > 0: stop after this many batches (evaluation).
+      mixup_alpha: > 0: training batches of characters through `mixup_batches`.
 
     Returns:
       A `tf.data.Dataset` of `(x, y)` pairs (see `to_keras`).
@@ -407,6 +417,11 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
                              bucket_boundaries=bucket_boundaries)
     if training and augment is not None:
         batches = augment_batches(batches, augment, seed)
+    if training and mixup_alpha > 0:
+        if source.task != "chars":
+            raise ValueError(f"mixup_alpha={mixup_alpha}: mixup blends character images and "
+                             f"their labels; this data holds task {source.task!r}")
+        batches = mixup_batches(batches, mixup_alpha, seed)
     batches = batches.map(to_keras, num_parallel_calls=AUTOTUNE)
     if take_batches:
         batches = batches.take(take_batches)
@@ -539,6 +554,32 @@ def augment_batches(batches: tf.data.Dataset, params: augment_lib.AugmentParams,
         batch["image"] = augment_lib.augment_batch(batch["image"], params, key)
         return batch
     return batches.map(augment_fn, num_parallel_calls=AUTOTUNE)
+
+
+def mixup_batches(batches: tf.data.Dataset, alpha: float, seed: int) -> tf.data.Dataset:
+    """mixup of character batches: each image blended with the next one of its batch.
+
+    The records are shuffled before batching, so the neighbour is a random partner. Adds
+    "mix_label" (the partner's label) and "mix_weight" (the weight of the image's own label,
+    max(l, 1 - l) with l ~ Beta(alpha, alpha), so that its own label always dominates and the
+    training accuracy still means something).
+    """
+    def mix(batch):
+        batch = dict(batch)
+        key = tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64, seed=seed)
+        keys = tf.random.experimental.stateless_split(key, 2)
+        n = tf.shape(batch["image"])[0]
+        first = tf.random.stateless_gamma([n], keys[0], alpha)
+        second = tf.random.stateless_gamma([n], keys[1], alpha)
+        weight = first / tf.maximum(first + second, 1e-12)
+        weight = tf.maximum(weight, 1.0 - weight)
+        image = batch["image"]
+        w = tf.cast(weight, image.dtype)[:, None, None, None]
+        batch["image"] = w * image + (1.0 - w) * tf.roll(image, 1, axis=0)
+        batch["mix_label"] = tf.roll(batch["label"], 1, axis=0)
+        batch["mix_weight"] = tf.cast(weight, tf.float32)
+        return batch
+    return batches.map(mix, num_parallel_calls=AUTOTUNE)
 
 
 def raw_record_dataset(source: DataSource, split: str) -> tf.data.Dataset:

@@ -241,9 +241,8 @@ def compile_model(model: keras.Model, optimizer, config: configs.Config,
         loss, metrics = losses.PackedCTCLoss(), []
     else:
         loss = losses.SparseCrossEntropy(label_smoothing=config.label_smoothing)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                   keras.metrics.SparseTopKCategoricalAccuracy(
-                       k=min(5, source.num_classes), name="top5")]
+        metrics = [losses.MixupSparseAccuracy(name="accuracy"),
+                   losses.MixupSparseTopKAccuracy(k=min(5, source.num_classes), name="top5")]
     jit = config.jit_compile
     if dist.kind == "horovod":
         jit = False  # Horovod: its collective ops cannot be XLA-compiled.
@@ -414,7 +413,8 @@ def build_datasets(config: configs.Config, source: input_pipeline.DataSource,
         source, config.train_split, batch_size=batch_size, training=True, augment=augment,
         shard=dist.input_shard, num_input_workers=dist.num_workers,
         shuffle_buffer=config.shuffle_buffer, cache=config.cache, seed=config.seed,
-        curriculum_classes=curriculum, bucket_boundaries=config.line_bucket_boundaries)
+        curriculum_classes=curriculum, bucket_boundaries=config.line_bucket_boundaries,
+        mixup_alpha=config.mixup_alpha)
     eval_ds = None
     if config.eval_split:
         # Horovod: every rank evaluates the whole split, so validation-driven callbacks
