@@ -166,7 +166,7 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: ty
         flag = (names or {}).get(field.name, "--" + field.name.replace("_", "-"))
         if kwargs.get("action") is _SequenceAction:
             kwargs["metavar"] = flag[2:].upper().replace("-", "_") + ",..."
-        elif kwargs.get("action") is None:
+        elif kwargs.get("action") is None and "choices" not in kwargs:
             kwargs["metavar"] = flag[2:].upper().replace("-", "_")
         text = _help(helps[field.name], flag, kwargs.get("action"), default)
         parser.add_argument(flag, dest=field.name, help=text, **kwargs)
