@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 
@@ -432,7 +432,7 @@ class EvalConfig:
     num_confused: int = 20
     threads: int | None = None
     progress: bool = True
-    tta: Literal["off", "shift", "scale", "all"] = "off"
+    tta: inference.TTAMode = "off"
 
 
 def evaluate(model, data_dir: str, split: str, out_dir: str | None = None, *,

@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -558,7 +558,7 @@ class ExportConfig:
     threads: int | None = None
     batch_size: int = 64
     progress: bool = True
-    tta: Literal["off", "shift", "scale", "all"] = "off"
+    tta: inference.TTAMode = "off"
 
 
 class _Context:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 
@@ -564,7 +564,8 @@ def configure_tf_threads(threads: int | None) -> None:
 # diagonal shifts, larger scalings and small rotations added nothing.
 TTA_SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 TTA_SCALES = (0.92, 1.08)
-TTA_MODES = ("off", "shift", "scale", "all")
+TTAMode = Literal["off", "shift", "scale", "all"]  # the type of every `tta` option
+TTA_MODES: tuple[str, ...] = get_args(TTAMode)
 
 
 def tta_views(mode: str) -> list[tuple[str, object]]:
@@ -659,8 +660,8 @@ class TTARunner(Runner):
 
 
 def with_tta(runner: Runner, mode: str) -> Runner:
-    """`runner` averaged over the views of `mode` (see `TTA_MODES`); itself for "off"."""
-    tta_views(mode)  # an unknown mode is an error, "off" included in the check
+    """`runner` averaged over the views of `mode` (see `TTA_MODES`); itself for "off"
+    (`TTARunner` refuses an unknown mode)."""
     return runner if mode == "off" else TTARunner(runner, mode)
 
 
