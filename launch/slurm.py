@@ -39,10 +39,9 @@ from launch.plan import (
     setup_lines,
 )
 from launch.train_job import TrainJob, train_comment
+from trainers.training.stop_signals import PREEMPTED_EXIT  # no TensorFlow: rendering needs none
 
 STRATEGIES = ("horovod", "multi_worker")
-# trainers.training.preemption.PREEMPTED_EXIT (not imported: rendering must not need TensorFlow).
-PREEMPTED_EXIT = 75
 DEFAULT_SIGNAL_SECONDS = 300
 
 # The per-task wrapper srun starts: `bash -c BODY hccr-task COMMAND...` runs BODY with the

@@ -12,7 +12,8 @@ the model changed since (naming both values), and `--restart` starts over instea
 
 Exit status: 0 done; 2 a user error, in one line (an invalid config value, a missing or empty
 split, a checkpoint of other data; nothing is trained or written); 3 the loss became NaN;
-75 stopped by a signal (SLURM's USR1 or SIGTERM) after a checkpoint: rerun to resume;
+75 stopped by a signal (SLURM's USR1 or SIGTERM): during training after a checkpoint, before
+or after training at once (the last checkpoint stays): rerun to resume;
 70 a bug (traceback). `--debug` or HCCR_DEBUG=1 prints the traceback of user errors too.
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ import textwrap
 
 from beam_preprocess import cli_errors
 from trainers.training import configs
+from trainers.training.stop_signals import (PREEMPTED_EXIT, StoppedOutsideTraining,
+                                            stop_signals_end_the_run)
 
 EPILOG = """examples:
   hccr-train --config demo --data data/chars --workdir runs/demo
@@ -48,8 +51,8 @@ curves.png, tensorboard/, checkpoints/ (a rerun of the same command resumes from
                     "command).", 92) + """
 
 exit status: 0 done, 2 user error (one line; nothing trained), 3 NaN loss, 75 stopped by a
-signal after a checkpoint (rerun resumes), 70 bug (traceback); --debug or HCCR_DEBUG=1 shows
-every traceback."""
+signal (SIGUSR1/SIGTERM; after a checkpoint when it came during training; rerun resumes), 70 bug
+(traceback); --debug or HCCR_DEBUG=1 shows every traceback."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -101,19 +104,24 @@ def main(argv=None) -> int:
         print(config.to_json())
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines off
-    from trainers.training import preemption, train
     try:
-        metrics = train.train_and_evaluate(config, args.workdir, args.data,
-                                           restart=args.restart)
-    except FloatingPointError as e:
-        cli_errors.show_traceback(e)
-        print(f"hccr-train: error: {e}", file=sys.stderr, flush=True)
-        return 3
-    except preemption.Preempted as e:
+        with stop_signals_end_the_run():
+            from trainers.training import preemption, train
+            try:
+                metrics = train.train_and_evaluate(config, args.workdir, args.data,
+                                                   restart=args.restart)
+            except FloatingPointError as e:
+                cli_errors.show_traceback(e)
+                print(f"hccr-train: error: {e}", file=sys.stderr, flush=True)
+                return 3
+            except preemption.Preempted as e:
+                print(f"hccr-train: {e}", file=sys.stderr, flush=True)
+                return preemption.PREEMPTED_EXIT
+            print(json.dumps({k: v for k, v in metrics.items() if k != "epoch_seconds"},
+                             sort_keys=True), flush=True)
+    except StoppedOutsideTraining as e:
         print(f"hccr-train: {e}", file=sys.stderr, flush=True)
-        return preemption.PREEMPTED_EXIT
-    print(json.dumps({k: v for k, v in metrics.items() if k != "epoch_seconds"}, sort_keys=True),
-          flush=True)
+        return PREEMPTED_EXIT
     if "://" in args.data or "://" in args.workdir:
         # tensorflow-io's S3 filesystem aborts at interpreter exit (tensorflow/io#2039):
         # everything is flushed, so leave without running the exit handlers.

@@ -30,8 +30,8 @@ import threading
 
 import keras
 
-PREEMPTED_EXIT = 75  # EX_TEMPFAIL; launch/slurm.py requeues the job on it
-SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+from trainers.training.stop_signals import PREEMPTED_EXIT, SIGNALS  # noqa: F401
+
 # Steps between two agreements on the stop flag when agreeing is a collective. A stop signal
 # gives minutes of notice (USR1 300 s before SLURM's time limit) or at least SLURM's KillWait /
 # Kubernetes' grace period (30 s by default) before SIGKILL; 20 steps of this project's models
