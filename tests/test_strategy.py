@@ -164,25 +164,43 @@ def _free_port():
 def test_multi_worker_two_processes_on_localhost(tmp_path):
     data = tiny_data.write_chars(tmp_path / "data", num_classes=4, image_size=32, num_shards=2,
                                  splits={"train": 64, "validation": 16})
-    workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
     workdir = str(tmp_path / "run")
+    results = _run_two_workers([HCCR_TRAIN], data, workdir)
+    for r in results:
+        assert (r["strategy"], r["num_replicas"], r["global_batch_size"]) == (
+            "multi_worker", 2, 32)
+        assert r["step"] == r["optimizer_iterations"] == 4
+        # One digest per replica of every worker (an all-gather), not only this worker's.
+        assert len(r["replica_weight_digests"]) == 2 and r["weights_in_sync"], r
+    assert results[0]["replica_weight_digests"] == results[1]["replica_weight_digests"]
+    # Synchronous training: both workers report the same global metrics.
+    assert results[0]["loss"] == pytest.approx(results[1]["loss"])
+    assert results[0]["val_loss"] == pytest.approx(results[1]["val_loss"])
+    assert _metrics(workdir)["strategy"] == "multi_worker"  # the chief wrote it
+
+    # Control: worker 1 shifts one weight after training; both workers see the difference.
+    control = _run_two_workers([sys.executable, "-m", "tests.perturbed_train"], data,
+                               str(tmp_path / "control"))
+    for r in control:
+        assert len(set(r["replica_weight_digests"])) == 2 and not r["weights_in_sync"], r
+        assert not r["trainable_in_sync"] and r["statistics_in_sync"], r
+        assert len(r["replicas_differ_in"]) == 1, r["replicas_differ_in"]
+
+
+def _run_two_workers(command, data, workdir):
+    """hccr-train (`command`) as two MultiWorker processes on localhost; their metrics."""
+    from tests.conftest import REPO
+    workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
     procs = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(tf_config))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(tf_config),
+                   PYTHONPATH=str(REPO))
         procs.append(subprocess.Popen(
-            [HCCR_TRAIN, "--config", "smoke", "--data", data, "--workdir", workdir,
+            [*command, "--config", "smoke", "--data", data, "--workdir", workdir,
              "--strategy", "multi_worker", "--precision", "float32", "--set", "epochs=1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-4000:]
-    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-    for r in results:
-        assert (r["strategy"], r["num_replicas"], r["global_batch_size"]) == (
-            "multi_worker", 2, 32)
-        assert r["step"] == r["optimizer_iterations"] == 4
-    # Synchronous training: both workers report the same global metrics.
-    assert results[0]["loss"] == pytest.approx(results[1]["loss"])
-    assert results[0]["val_loss"] == pytest.approx(results[1]["val_loss"])
-    assert _metrics(workdir)["strategy"] == "multi_worker"  # the chief wrote it
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]

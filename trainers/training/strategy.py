@@ -42,6 +42,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 KINDS = ("one_device", "mirrored", "multi_worker", "horovod")
@@ -210,9 +211,10 @@ class Distribution:
             import horovod.tensorflow as hvd
             return list(hvd.allgather_object(digest))  # Horovod: gather from every rank
         if self.kind in ("mirrored", "multi_worker"):
-            # tf.distribute: one digest per copy of the variables on this worker's devices.
-            local = self.strategy.num_replicas_in_sync // max(self.num_workers, 1)
-            return [_replica_digest(model, i) for i in range(local)]
+            # tf.distribute: one digest per copy of the variables on this worker's devices,
+            # then (multi_worker) those of every worker.
+            local = [_replica_digest(model, i) for i in range(self._local_replicas)]
+            return self._every_worker(local)
         return [digest]
 
     def replica_variable_digests(self, model: keras.Model) -> list[dict[str, str]]:
@@ -222,10 +224,38 @@ class Distribution:
             # Horovod: gather every rank's digests.
             return list(hvd.allgather_object(_variable_digests(model, 0)))
         if self.kind in ("mirrored", "multi_worker"):
-            # tf.distribute: one set per copy of the variables on this worker's devices.
-            local = self.strategy.num_replicas_in_sync // max(self.num_workers, 1)
-            return [_variable_digests(model, i) for i in range(local)]
+            # tf.distribute: one set per copy of the variables on this worker's devices, then
+            # (multi_worker) those of every worker, in the same variable order everywhere.
+            local = [_variable_digests(model, i) for i in range(self._local_replicas)]
+            paths = list(local[0])
+            rows = self._every_worker([[d[p] for p in paths] for d in local])
+            return [dict(zip(paths, row, strict=True)) for row in rows]
         return [_variable_digests(model, 0)]
+
+    @property
+    def _local_replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync // max(self.num_workers, 1)
+
+    def _every_worker(self, local: list):
+        """multi_worker: the per-replica sha256 hex digests (`local[i]`: a digest or a list of
+        digests of local replica i) of every replica of every worker, in replica order, through
+        an all-gather; elsewhere `local` itself. Without it a worker would compare only the
+        copies on its own devices, which with one device per worker always agree."""
+        if self.kind != "multi_worker" or self.num_workers < 2:
+            return local
+        nested = not isinstance(local[0], str)
+        rows = np.stack([_digest_bytes(d if nested else [d]) for d in local])
+        count = len(local)
+
+        values = self.strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(rows[ctx.replica_id_in_sync_group % count][None]))
+
+        @tf.function  # eager collectives of MultiWorkerMirroredStrategy are slow
+        def gather(per_replica):
+            return self.strategy.gather(per_replica, axis=0)  # tf.distribute: all-gather
+
+        gathered = [_digest_hex(row) for row in gather(values).numpy()]
+        return gathered if nested else [row[0] for row in gathered]
 
     def agree(self, value: int) -> int:
         """The chief's value of `value` in every process (e.g. the step a run resumes from)."""
@@ -270,6 +300,17 @@ def weights_digest(model: keras.Model) -> str:
     for v in model.weights:
         h.update(keras.ops.convert_to_numpy(v).tobytes())
     return h.hexdigest()
+
+
+def _digest_bytes(digests: list[str]) -> np.ndarray:
+    """sha256 hex digests as one int32 row (32 values of 0-255 each), for a collective."""
+    return np.frombuffer(b"".join(bytes.fromhex(d) for d in digests), np.uint8).astype(np.int32)
+
+
+def _digest_hex(row: np.ndarray) -> list[str]:
+    """The inverse of `_digest_bytes`."""
+    data = row.astype(np.uint8).tobytes()
+    return [data[i:i + 32].hex() for i in range(0, len(data), 32)]
 
 
 def _replica_digest(model: keras.Model, replica: int) -> str:
