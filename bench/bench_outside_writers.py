@@ -27,6 +27,18 @@ from bench_train_casia import BIN, REPO, _run, top1  # noqa: E402
 SHARED = os.path.join(REPO, "..", "shared", "data")
 
 
+def cpu_model() -> str:
+    """The CPU's model name, for comparing wall times across machines (Linux; else '?')."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "?"
+
+
 def tta_top1(model_path: str, data_dir: str) -> dict:
     """Top-1 on the validation split, plain and with each test-time augmentation of
     hccr-eval (`--tta shift|scale|all`)."""
@@ -76,12 +88,17 @@ def main(argv=None) -> int:
               "top1_outside_final_model": accuracy, "outside_images": count,
               "best_val_accuracy": metrics.get("best_val_accuracy"),
               "preprocess_seconds": preprocess_s, "train_seconds": train_s,
-              "total_seconds": total_s, "load_average_1min": [load_before, os.getloadavg()[0]]}
+              "total_seconds": total_s, "load_average_1min": [load_before, os.getloadavg()[0]],
+              # Step time depends on the CPU drawn: "auto" precision trains in bfloat16 only
+              # on CPUs with native bfloat16, in float32 elsewhere.
+              "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+              "precision": metrics.get("precision")}
     if args.tta:
         result["tta"] = tta_top1(os.path.join(workdir, "final.keras"), data)
     print(json.dumps(result, indent=1))
     print(f"top-1 on outside-writers.gnt ({count} images): {accuracy:.2%} in "
-          f"{total_s / 60:.1f} min; goal >= 98 % within 15 min: "
+          f"{total_s / 60:.1f} min ({result['precision']} on {result['cpu_count']} x "
+          f"{result['cpu']}); goal >= 98 % within 15 min: "
           f"{'met' if accuracy >= 0.98 and total_s <= 900 else 'NOT met'}")
     with open(os.path.join(args.out, f"result_{name}.json"), "w") as f:
         json.dump(result, f, indent=1)
