@@ -473,11 +473,12 @@ def casia_sample() -> Config:
     augmentation (`--tta all` of hccr-eval / hccr-predict / hccr-export) gains 0.1-0.4 point
     on this recipe's models at 7x the inference. mixup (`mixup_alpha=0.2`) won over three
     seeds (98.06 % on each, against 97.69-98.13 % without) and is part of the recipe since.
-    The budget was sized for 15 minutes on a 2-core CPU at full speed (115 ms per step); at
-    the throttled speed this VM mostly runs at, runs take 19-21 minutes. This preset's figures
-    (seeds 0-2 with mixup: 98.06 / 98.06 / 98.06 %, 98.13 / 98.06 / 98.13 % with `--tta
-    all`) are in that section; 98 % on each seed is reached, within 15 minutes is not (20.2
-    minutes for the one 2-core run).
+    The budget was sized for 15 minutes on a 2-core CPU with native bfloat16 at full speed
+    (115 ms per step); throttled, such a CPU takes 19-21 minutes, and one without bfloat16
+    trains in float32 in about 37 minutes (`bench/bench_step_time.py` measures a CPU). This
+    preset's figures (seeds 0-2 with mixup: 98.06 / 98.06 / 98.06 %, 98.13 / 98.06 / 98.13 %
+    with `--tta all`; seed 0 in float32: 98.28 %) are in that section; 98 % on each seed is
+    reached, within 15 minutes is not (20.2 minutes for the one 2-core bfloat16 run).
 
         hccr-preprocess --split-glob 'train=../shared/data/casia-hwdb-sample/train-000[0-3].gnt' \\
             --split-glob 'validation=../shared/data/casia-hwdb-outside/outside-writers.gnt' \\
