@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -60,12 +61,23 @@ def measure(config_name: str, overrides: list[str], image_size: int, num_classes
     labels = tf.random.uniform((batch * 8,), 0, num_classes, tf.int32, seed=0)
     data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).cache().repeat()
     model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
+    step_ends = []
+
+    class StepClock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            step_ends.append(time.perf_counter())
+
     start = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[StepClock()])
     seconds = (time.perf_counter() - start) / steps
+    # A shared host throttles in bursts: the median step and the spread say more than the mean.
+    durations = sorted(b - a for a, b in zip([start] + step_ends[:-1], step_ends))
     budget = config.epochs * config.steps_per_epoch if config.steps_per_epoch else None
     return {"policy": policy, "jit_compile": bool(config.jit_compile), "batch": batch,
-            "seconds_per_step": seconds, "budget_steps": budget,
+            "seconds_per_step": seconds, "median_seconds_per_step": statistics.median(durations),
+            "p10_seconds_per_step": durations[len(durations) // 10],
+            "p90_seconds_per_step": durations[(len(durations) * 9) // 10],
+            "budget_steps": budget,
             "budget_minutes": budget * seconds / 60 if budget else None}
 
 
@@ -110,13 +122,15 @@ def main(argv=None) -> int:
             return 1
         rows.append((label, json.loads(child.stdout.strip().splitlines()[-1])))
     base = rows[0][1]["seconds_per_step"]
-    print("\n| variant | policy | XLA | ms/step | vs baseline | est. budget (min) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| variant | policy | XLA | ms/step (mean) | median (p10-p90) | vs baseline "
+          "(mean) | est. budget (min) |")
+    print("|---|---|---|---|---|---|---|")
     for label, r in rows:
         minutes = f"{r['budget_minutes']:.1f}" if r["budget_minutes"] else "-"
         print(f"| {label} | {r['policy']} | {'on' if r['jit_compile'] else 'off'} | "
-              f"{r['seconds_per_step'] * 1000:.0f} | {r['seconds_per_step'] / base:.2f}x | "
-              f"{minutes} |")
+              f"{r['seconds_per_step'] * 1000:.0f} | {r['median_seconds_per_step'] * 1000:.0f} "
+              f"({r['p10_seconds_per_step'] * 1000:.0f}-{r['p90_seconds_per_step'] * 1000:.0f}) "
+              f"| {r['seconds_per_step'] / base:.2f}x | {minutes} |")
     return 0
 
 

@@ -478,7 +478,9 @@ def casia_sample() -> Config:
     trains in float32 in about 37 minutes (`bench/bench_step_time.py` measures a CPU). This
     preset's figures (seeds 0-2 with mixup: 98.06 / 98.06 / 98.06 %, 98.13 / 98.06 / 98.13 %
     with `--tta all`; seed 0 in float32: 98.28 %) are in that section; 98 % on each seed is
-    reached, within 15 minutes is not (20.2 minutes for the one 2-core bfloat16 run).
+    reached, within 15 minutes is not (20.2 minutes for the one 2-core bfloat16 run). On the
+    CPU without bfloat16, half the width (16-32-64) scored 97.31 % in 20.3 minutes and 21
+    epochs 97.99 / 97.61 %: the recipe needs its 28 epochs at this width.
 
         hccr-preprocess --split-glob 'train=../shared/data/casia-hwdb-sample/train-000[0-3].gnt' \\
             --split-glob 'validation=../shared/data/casia-hwdb-outside/outside-writers.gnt' \\

@@ -26,8 +26,11 @@ import textwrap
 
 from beam_preprocess import cli_errors
 from trainers.training import configs
-from trainers.training.stop_signals import (PREEMPTED_EXIT, StoppedOutsideTraining,
-                                            stop_signals_end_the_run)
+from trainers.training.stop_signals import (
+    PREEMPTED_EXIT,
+    StoppedOutsideTraining,
+    stop_signals_end_the_run,
+)
 
 EPILOG = """examples:
   hccr-train --config demo --data data/chars --workdir runs/demo
