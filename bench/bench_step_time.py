@@ -71,12 +71,12 @@ def measure(config_name: str, overrides: list[str], image_size: int, num_classes
     model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[StepClock()])
     seconds = (time.perf_counter() - start) / steps
     # A shared host throttles in bursts: the median step and the spread say more than the mean.
-    durations = sorted(b - a for a, b in zip([start] + step_ends[:-1], step_ends))
+    durations = [b - a for a, b in zip([start] + step_ends[:-1], step_ends)]
+    deciles = statistics.quantiles(durations, n=10)
     budget = config.epochs * config.steps_per_epoch if config.steps_per_epoch else None
     return {"policy": policy, "jit_compile": bool(config.jit_compile), "batch": batch,
             "seconds_per_step": seconds, "median_seconds_per_step": statistics.median(durations),
-            "p10_seconds_per_step": durations[len(durations) // 10],
-            "p90_seconds_per_step": durations[(len(durations) * 9) // 10],
+            "p10_seconds_per_step": deciles[0], "p90_seconds_per_step": deciles[-1],
             "budget_steps": budget,
             "budget_minutes": budget * seconds / 60 if budget else None}
 

@@ -480,7 +480,7 @@ def casia_sample() -> Config:
     with `--tta all`; seed 0 in float32: 98.28 %) are in that section; 98 % on each seed is
     reached, within 15 minutes is not (20.2 minutes for the one 2-core bfloat16 run). On the
     CPU without bfloat16, half the width (16-32-64) scored 97.31 % in 20.3 minutes and 21
-    epochs 97.99 / 97.61 %: the recipe needs its 28 epochs at this width.
+    epochs 97.99 / 97.61 % (two seeds): neither reached 98 %.
 
         hccr-preprocess --split-glob 'train=../shared/data/casia-hwdb-sample/train-000[0-3].gnt' \\
             --split-glob 'validation=../shared/data/casia-hwdb-outside/outside-writers.gnt' \\
