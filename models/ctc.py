@@ -7,6 +7,9 @@ This is the one home of CTC decoding (greedy, and beam search with its top paths
 hccr-predict and the SavedModel's serving signature (`trainers/serving/export.py`, which calls
 `ctc_beam_search` inside a `tf.function`) all decode through it.
 """
+import concurrent.futures
+import os
+
 import numpy as np
 from keras import ops
 
@@ -103,18 +106,15 @@ def ctc_greedy_decode(logits, logit_length):
     return _rows(ops.convert_to_numpy(decoded)[0])
 
 
-def ctc_beam_paths(logits, logit_length, beam_width=10, top_paths=1):
-    """The `top_paths` most probable labellings of each sample (`ctc_beam_search`).
+def default_decode_workers():
+    """Threads the beam search decodes on: the CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
-    Args:
-        logits: `(batch, time, N + 1)` model outputs.
-        logit_length: int `(batch,)` number of valid time steps per sample.
-        beam_width: number of prefixes kept per step.
-        top_paths: number of labellings per sample (<= `beam_width`).
 
-    Returns:
-        Per sample, `top_paths` pairs `(class ids 1..N, float32 log-probability)`, best first.
-    """
+def _beam_paths_rows(logits, logit_length, beam_width, top_paths):
     decoded, log_probs = ctc_beam_search(logits, logit_length, beam_width, top_paths)
     decoded = np.asarray(ops.convert_to_numpy(decoded))
     log_probs = np.asarray(ops.convert_to_numpy(log_probs))
@@ -123,19 +123,55 @@ def ctc_beam_paths(logits, logit_length, beam_width=10, top_paths=1):
             for n in range(log_probs.shape[0])]
 
 
-def ctc_beam_decode(logits, logit_length, beam_width=10):
+def ctc_beam_paths(logits, logit_length, beam_width=10, top_paths=1, workers=None):
+    """The `top_paths` most probable labellings of each sample (`ctc_beam_search`).
+
+    TensorFlow's beam-search kernel decodes a batch on one thread, and the search dominates
+    line evaluation (about 37 ms a line at beam width 10 on 159 classes), so the batch is
+    split into `workers` slices of rows decoded side by side. Each sample is decoded alone
+    either way: the result does not depend on `workers`.
+
+    Args:
+        logits: `(batch, time, N + 1)` model outputs.
+        logit_length: int `(batch,)` number of valid time steps per sample.
+        beam_width: number of prefixes kept per step.
+        top_paths: number of labellings per sample (<= `beam_width`).
+        workers: threads to decode on (default: `default_decode_workers()`; 1: this thread).
+
+    Returns:
+        Per sample, `top_paths` pairs `(class ids 1..N, float32 log-probability)`, best first.
+    """
+    _check_beam(beam_width, top_paths)
+    workers = default_decode_workers() if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"`workers` must be a positive integer. Received: {workers!r}")
+    logits = np.asarray(ops.convert_to_numpy(logits))
+    logit_length = np.asarray(ops.convert_to_numpy(logit_length))
+    slices = [s for s in np.array_split(np.arange(len(logits)), min(workers, len(logits)))
+              if len(s)]
+    if len(slices) <= 1:
+        return _beam_paths_rows(logits, logit_length, beam_width, top_paths)
+    with concurrent.futures.ThreadPoolExecutor(len(slices)) as pool:
+        parts = pool.map(lambda rows: _beam_paths_rows(logits[rows[0]:rows[-1] + 1],
+                                                       logit_length[rows[0]:rows[-1] + 1],
+                                                       beam_width, top_paths), slices)
+        return [paths for part in parts for paths in part]
+
+
+def ctc_beam_decode(logits, logit_length, beam_width=10, workers=None):
     """Beam-search decoding (no language model): the most probable labelling per sample.
 
     Args:
         logits: `(batch, time, N + 1)` model outputs.
         logit_length: int `(batch,)` number of valid time steps per sample.
         beam_width: number of prefixes kept per step.
+        workers: threads to decode on, as in `ctc_beam_paths`.
 
     Returns:
         The most probable labelling per sample, as a list of class ids (1..N).
     """
-    decoded, _ = ctc_beam_search(logits, logit_length, beam_width)
-    return _rows(ops.convert_to_numpy(decoded)[0])
+    return [paths[0][0] for paths in ctc_beam_paths(logits, logit_length, beam_width, 1,
+                                                     workers)]
 
 
 def ids_to_text(ids, charset_chars):

@@ -104,6 +104,23 @@ def test_the_first_beam_path_is_the_beam_decode():
         assert len({tuple(ids) for ids, _ in sample}) == 4  # four different labellings
 
 
+def test_beam_search_on_several_threads_gives_the_one_thread_result_in_order():
+    rng = np.random.default_rng(5)
+    logits = (3 * rng.normal(size=(7, 15, 5))).astype(np.float32)
+    lengths = np.array([15, 3, 15, 8, 1, 12, 15])
+    alone = ctc.ctc_beam_paths(logits, lengths, beam_width=5, top_paths=2, workers=1)
+    for workers in (2, 3, 7, 16):  # uneven slices, one row each, more threads than rows
+        assert ctc.ctc_beam_paths(logits, lengths, beam_width=5, top_paths=2,
+                                  workers=workers) == alone
+    # Each row decoded alone is the same row of the batch (no slice leaks into another).
+    assert [ctc.ctc_beam_decode(logits[i:i + 1], lengths[i:i + 1], beam_width=5)[0]
+            for i in range(7)] == [paths[0][0] for paths in alone]
+    assert ctc.ctc_beam_decode(logits, lengths, beam_width=5, workers=3) == \
+        [paths[0][0] for paths in alone]
+    with pytest.raises(ValueError, match="workers.*Received: 0"):
+        ctc.ctc_beam_decode(logits, lengths, workers=0)
+
+
 def test_beam_width_and_top_paths_are_validated():
     logits, lengths = np.zeros((1, 2, 3), np.float32), np.array([2])
     with pytest.raises(ValueError, match="beam_width.*Received: 0"):

@@ -418,8 +418,8 @@ class EvalConfig:
       max_examples: evaluate only the first N examples of the split (default: the whole split).
       beam_width: beam width of the CTC beam search (lines).
       num_confused: number of most-confused pairs to report and plot (chars).
-      threads: CPU threads for TFLite and onnxruntime, and for TensorFlow under hccr-eval
-        (default: all cores).
+      threads: CPU threads for TFLite and onnxruntime, for the CTC beam search (lines), and
+        for TensorFlow under hccr-eval (default: all cores).
       progress: a progress line on stderr.
       tta: test-time augmentation of a classifier: the probabilities averaged over one-pixel
         shifts (shift: 5 model calls per image), +-8 % scalings (scale: 3), or both (all: 7);
@@ -454,7 +454,7 @@ def evaluate(model, data_dir: str, split: str, out_dir: str | None = None, *,
       beam_width: beam width of the CTC beam search (lines).
       num_confused: number of most-confused pairs to report and plot (chars).
       progress: print a progress line on stderr.
-      threads: CPU threads for TFLite and onnxruntime.
+      threads: CPU threads for TFLite and onnxruntime, and for the CTC beam search.
       tta: test-time augmentation of a classifier, one of `inference.TTA_MODES`.
       keep_predictions: add the per-example predictions (numpy) under "_predictions" (not
         written to report.json; used by the export report to compare formats).
@@ -478,7 +478,7 @@ def evaluate(model, data_dir: str, split: str, out_dir: str | None = None, *,
                                               num_confused, bar)
     else:
         report, predictions = _evaluate_lines(runner, info, split, batch_size, max_examples,
-                                              beam_width, bar)
+                                              beam_width, threads, bar)
     bar.close()
     seconds = time.perf_counter() - start
     n = report["num_examples"]
@@ -539,7 +539,7 @@ def _evaluate_chars(runner, info, split, batch_size, limit, num_confused, bar):
                     "pairs": pairs}
 
 
-def _evaluate_lines(runner, info, split, batch_size, limit, beam_width, bar):
+def _evaluate_lines(runner, info, split, batch_size, limit, beam_width, threads, bar):
     from models import ctc
     chars = info.charset.chars
     refs, greedy, beam = [], [], []
@@ -551,7 +551,8 @@ def _evaluate_lines(runner, info, split, batch_size, limit, beam_width, bar):
                              f"CRNN for {info.data_dir} has {info.num_classes} + 1 (blank)")
         greedy += [ctc.ids_to_text(ids, chars) for ids in ctc.ctc_greedy_decode(logits, lengths)]
         beam += [ctc.ids_to_text(ids, chars)
-                 for ids in ctc.ctc_beam_decode(logits, lengths, beam_width=beam_width)]
+                 for ids in ctc.ctc_beam_decode(logits, lengths, beam_width=beam_width,
+                                                workers=threads)]
         refs += [ctc.ids_to_text([i + 1 for i in labels], chars) for labels in batch["labels"]]
         bar.update(len(images))
     if not refs:

@@ -178,7 +178,7 @@ class Predictor:
         `charset.txt` is next to the model).
       top_k: candidates per input.
       beam_width: CTC beam width (line models).
-      threads: CPU threads for TFLite/onnxruntime.
+      threads: CPU threads for TFLite/onnxruntime and the CTC beam search (default: all).
       tta: test-time augmentation of a classifier, one of `inference.TTA_MODES` ("off": none).
     """
 
@@ -193,6 +193,7 @@ class Predictor:
                              f"its metadata says task {self.info.task!r}")
         self.runner = inference.with_tta(self.runner, tta)
         self.tta = tta
+        self.threads = threads
         self.top_k = max(1, min(top_k, len(self.charset)))
         self.beam_width = max(beam_width, self.top_k)
 
@@ -251,7 +252,7 @@ class Predictor:
         from models import ctc
         logits, lengths = inference.recognize_lines(self.runner, images)
         beams = ctc.ctc_beam_paths(logits, lengths, beam_width=self.beam_width,
-                                   top_paths=self.top_k)
+                                   top_paths=self.top_k, workers=self.threads)
         greedy = ctc.ctc_greedy_decode(logits, lengths)
         chars = self.charset.chars
         out = []

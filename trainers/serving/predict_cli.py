@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-width", type=int, default=10, help="CTC beam width for lines (10)")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per model call (32)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for TFLite/onnxruntime (default: all cores)")
+                   help="CPU threads for TFLite/onnxruntime and the CTC beam search (default: all "
+                        "cores)")
     p.add_argument("--tta", choices=TTA_MODES, default="off",
                    help="test-time augmentation of a classifier: probabilities averaged over "
                         "one-pixel shifts (shift, 5 model calls per input), +-8%% scalings "
