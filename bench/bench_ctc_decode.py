@@ -84,8 +84,8 @@ def main(argv=None) -> int:
 
     print(f"{lines} lines of {args.split} ({len(batches)} batches of up to {args.batch_size}; "
           f"up to {longest} frames, {classes} outputs), beam width {args.beam_width}, "
-          f"{os.cpu_count()} CPUs, best of {args.repeat}; every variant decoded every line "
-          f"alike.\n")
+          f"{ctc.default_decode_workers()} usable CPUs, best of {args.repeat}; every variant "
+          f"decoded every line alike.\n")
     print("| beam-search threads (`workers`) | seconds | ms per line | speed-up |")
     print("|---:|---:|---:|---:|")
     for workers, seconds in rows:

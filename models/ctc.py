@@ -147,14 +147,13 @@ def ctc_beam_paths(logits, logit_length, beam_width=10, top_paths=1, workers=Non
         raise ValueError(f"`workers` must be a positive integer. Received: {workers!r}")
     logits = np.asarray(ops.convert_to_numpy(logits))
     logit_length = np.asarray(ops.convert_to_numpy(logit_length))
-    slices = [s for s in np.array_split(np.arange(len(logits)), min(workers, len(logits)))
-              if len(s)]
-    if len(slices) <= 1:
+    pieces = min(workers, len(logits))
+    if pieces <= 1:
         return _beam_paths_rows(logits, logit_length, beam_width, top_paths)
-    with concurrent.futures.ThreadPoolExecutor(len(slices)) as pool:
-        parts = pool.map(lambda rows: _beam_paths_rows(logits[rows[0]:rows[-1] + 1],
-                                                       logit_length[rows[0]:rows[-1] + 1],
-                                                       beam_width, top_paths), slices)
+    with concurrent.futures.ThreadPoolExecutor(pieces) as pool:
+        parts = pool.map(lambda rows, lengths: _beam_paths_rows(rows, lengths, beam_width,
+                                                                 top_paths),
+                         np.array_split(logits, pieces), np.array_split(logit_length, pieces))
         return [paths for part in parts for paths in part]
 
 
