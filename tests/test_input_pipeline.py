@@ -61,6 +61,21 @@ def test_eval_batches_are_normalized_records_in_order_never_augmented(chars_dir)
     assert images.dtype == np.float32 and labels.dtype == np.int32
 
 
+def test_only_one_pass_datasets_turn_tf_data_autotuning_off(chars_dir):
+    """Ending an autotuned iterator can wait many seconds at 0 % CPU (`finite_pass_options`);
+    Keras fit ends a validation iterator every epoch, the training one only once."""
+    source = input_pipeline.open_preprocessed(chars_dir)
+    validation = input_pipeline.make_dataset(source, "validation", batch_size=5, training=False,
+                                             take_batches=2, cache=True)
+    training = input_pipeline.make_dataset(source, "train", batch_size=5, training=True)
+    assert validation.options().autotune.enabled is False
+    assert training.options().autotune.enabled is not False
+    _, policy = input_pipeline.source_records(source, "validation", training=False, shard=None,
+                                              num_input_workers=1, seed=0)
+    assert validation.options().experimental_distribute.auto_shard_policy == policy  # kept
+    assert len(list(validation)) == 2 and len(list(validation)) == 2
+
+
 def test_training_repeats_full_batches_and_augments(chars_dir):
     source = input_pipeline.open_preprocessed(chars_dir)
     params = augment.AugmentParams()

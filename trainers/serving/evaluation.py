@@ -105,13 +105,7 @@ def read_split(info, split: str, *, batch_size: int = 64, limit: int | None = No
     else:
         padding["label"] = tf.constant(-1, tf.int64)
     ds = ds.padded_batch(batch_size, padding_values=padding).prefetch(2)
-    # No autotuning: ending an autotuned iterator sometimes waited 28 s at 0 % CPU for a tf.data
-    # thread after a line evaluation (py-spy: ~Iterator waiting in UnboundedThreadPool's
-    # LogicalThreadWrapper); without it four runs in a row did not stall (docs/benchmarks.md,
-    # "CTC beam search on every core").
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    ds = ds.with_options(options)
+    ds = ds.with_options(input_pipeline.finite_pass_options())
     with input_pipeline.naming_damaged_shards(files, info.compression):
         for batch in ds.as_numpy_iterator():
             if lines:

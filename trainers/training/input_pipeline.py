@@ -429,7 +429,25 @@ def make_dataset(source: DataSource, split: str, *, batch_size: int, training: b
             batches = batches.cache()
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policy
+    if not training:
+        options = options.merge(finite_pass_options())
     return batches.with_options(options).prefetch(AUTOTUNE)
+
+
+def finite_pass_options() -> tf.data.Options:
+    """Options for a dataset read in one pass and then dropped (evaluation, and Keras fit's
+    validation, whose iterator is replaced every epoch): tf.data autotuning off.
+
+    Ending an autotuned iterator sometimes waits, at 0 % CPU, for tf.data's model thread:
+    py-spy shows the main thread in `RootDataset::Iterator::~Iterator`, waiting in
+    `UnboundedThreadPool::LogicalThreadWrapper`'s destructor. Measured on this project's
+    2-core CPU: 3-39 s at the end of some validations (47 s of a 7.7-minute demo CRNN run) and
+    28 s at the end of some hccr-eval runs (docs/benchmarks.md). Without autotuning, maps with
+    AUTOTUNE parallelism run on as many threads as tf.data's pool has, which one pass needs.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 # --- The steps of make_dataset ---
