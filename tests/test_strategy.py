@@ -1,5 +1,6 @@
 """The distribution switch: detection, MirroredStrategy over 2 logical CPU devices against one
-device, and Horovod with 2 ranks over Gloo (identical weights; diverging without all-reduce)."""
+device, and Horovod with 2 ranks over Gloo (identical weights; diverging without all-reduce).
+The Mirrored, Horovod and MultiWorker runs train with mixup, as the casia-sample recipe does."""
 import json
 import os
 import subprocess
@@ -60,13 +61,15 @@ def test_one_device_needs_no_distribution_code():
 def test_mirrored_over_two_cpu_devices_matches_one_device(tmp_path):
     # One shard and no shuffling: both runs see the same batches in the same order. SGD, not
     # Adam: Adam's normalization turns float round-off in near-zero gradients into full steps.
+    # With mixup (the casia-sample recipe's): the global batch is blended before the strategy
+    # splits it, so its soft targets must reach each replica with its own images.
     data = tiny_data.write_chars(tmp_path / "data", num_classes=4, image_size=28, num_shards=1,
                                  splits={"train": 64})
     common = ["--config", "smoke", "--data", data, "--set", "model=lenet",
               "--precision", "float32", "--set", "augment=false", "--set", "lr_scaling=none",
               "--set", "epochs=1", "--set", "steps_per_epoch=3", "--set", "eval_split=",
               "--set", "optimizer=sgd", "--set", "learning_rate=0.05",
-              "--set", "shuffle_buffer=1"]
+              "--set", "shuffle_buffer=1", "--set", "mixup_alpha=0.4"]
     one = str(tmp_path / "one")
     mirrored = str(tmp_path / "mirrored")
     _run([HCCR_TRAIN, *common, "--workdir", one, "--strategy", "one_device",
@@ -138,7 +141,7 @@ def test_horovod_two_ranks_train_to_identical_weights(tmp_path):
         return _run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", HCCR_TRAIN,
                      "--config", "smoke", "--data", data, "--workdir", workdir,
                      "--strategy", "horovod", "--precision", "float32", "--set", "epochs=1",
-                     *extra])
+                     "--set", "mixup_alpha=0.4", *extra])  # mixup: the recipe's ingredient
 
     synced = str(tmp_path / "allreduce")
     launch(synced)
@@ -198,7 +201,8 @@ def _run_two_workers(command, data, workdir):
                    PYTHONPATH=str(REPO))
         procs.append(subprocess.Popen(
             [*command, "--config", "smoke", "--data", data, "--workdir", workdir,
-             "--strategy", "multi_worker", "--precision", "float32", "--set", "epochs=1"],
+             "--strategy", "multi_worker", "--precision", "float32", "--set", "epochs=1",
+             "--set", "mixup_alpha=0.4"],  # mixup: the casia-sample recipe's ingredient
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs):
