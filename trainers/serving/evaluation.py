@@ -424,7 +424,8 @@ class EvalConfig:
       progress: a progress line on stderr.
       tta: test-time augmentation of a classifier: the probabilities averaged over one-pixel
         shifts (shift: 5 model calls per image), +-8 % scalings (scale: 3), or both (all: 7);
-        off by default. On writers outside the CASIA sample, all gained 0.1-0.4 point.
+        off by default. On writers outside the CASIA sample, all gained up to 0.4 point
+        on most models and lost 0.2 on one (docs/benchmarks.md).
     """
     split: str = "test"
     batch_size: int = 64

@@ -470,15 +470,17 @@ def casia_sample() -> Config:
     pretraining on synthetic writers did not win at equal training steps (10 epochs); at the
     full 28 epochs, lighter augmentation, dropout 0.35, SGD and 56 px at 21 epochs matched
     it within noise, and stronger augmentation and an SWA-like average lost. Test-time
-    augmentation (`--tta all` of hccr-eval / hccr-predict / hccr-export) gains 0.1-0.4 point
-    on this recipe's models at 7x the inference. mixup (`mixup_alpha=0.2`) won over three
-    seeds (98.06 % on each, against 97.69-98.13 % without) and is part of the recipe since.
+    augmentation (`--tta all` of hccr-eval / hccr-predict / hccr-export) gained up to 0.4
+    point on most of this recipe's models, and lost 0.2 on one, at 7x the inference. mixup
+    (`mixup_alpha=0.2`) won over three seeds (98.06 % on each, against 97.69-98.13 % without)
+    and is part of the recipe since.
     The budget was sized for 15 minutes on a 2-core CPU with native bfloat16 at full speed
     (115 ms per step); throttled, such a CPU takes 19-21 minutes, and one without bfloat16
-    trains in float32 in about 37 minutes (`bench/bench_step_time.py` measures a CPU). This
+    trains in float32 in 29-37 minutes (`bench/bench_step_time.py` measures a CPU). This
     preset's figures (seeds 0-2 with mixup: 98.06 / 98.06 / 98.06 %, 98.13 / 98.06 / 98.13 %
-    with `--tta all`; seed 0 in float32: 98.28 %) are in that section; 98 % on each seed is
-    reached, within 15 minutes is not (20.2 minutes for the one 2-core bfloat16 run). On the
+    with `--tta all`; seeds 0 and 1 in float32: 98.28 / 98.21 %) are in that section; 98 %
+    on each seed is reached, within 15 minutes is not (20.2 minutes for the one 2-core bfloat16
+    run; 29.0 for seed 1 in float32 on a CPU without bfloat16). On the
     CPU without bfloat16, half the width (16-32-64) scored 97.31 % in 20.3 minutes and 21
     epochs 97.99 / 97.61 % (two seeds): neither reached 98 %.
 
