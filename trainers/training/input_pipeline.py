@@ -438,12 +438,14 @@ def finite_pass_options() -> tf.data.Options:
     """Options for a dataset read in one pass and then dropped (evaluation, and Keras fit's
     validation, whose iterator is replaced every epoch): tf.data autotuning off.
 
-    Ending an autotuned iterator sometimes waits, at 0 % CPU, for tf.data's model thread:
-    py-spy shows the main thread in `RootDataset::Iterator::~Iterator`, waiting in
-    `UnboundedThreadPool::LogicalThreadWrapper`'s destructor. Measured on this project's
-    2-core CPU: 3-39 s at the end of some validations (47 s of a 7.7-minute demo CRNN run) and
-    28 s at the end of some hccr-eval runs (docs/benchmarks.md). Without autotuning, maps with
-    AUTOTUNE parallelism run on as many threads as tf.data's pool has, which one pass needs.
+    Ending an autotuned iterator sometimes waits at 0 % CPU for a tf.data thread: py-spy shows
+    the main thread in `RootDataset::Iterator::~Iterator`, waiting in
+    `UnboundedThreadPool::LogicalThreadWrapper`'s destructor. That the thread is autotuning's is
+    inferred from this fix: without autotuning the stall has not recurred. Measured on this
+    project's 2-core CPU: 3-39 s at the end of some validations (47 s of a 7.7-minute demo CRNN
+    run) and 28 s at the end of some hccr-eval runs (docs/benchmarks.md). Without autotuning,
+    maps with AUTOTUNE parallelism run on as many threads as tf.data's pool has, which one pass
+    needs.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
