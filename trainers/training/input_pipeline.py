@@ -560,20 +560,29 @@ def batch_lines(records: tf.data.Dataset, height: int, batch_size: int, *,
         drop_remainder=drop_remainder)
 
 
+def keyed_batches(batches: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    """`(batch, key)`: a stateless random key per batch, drawn from the (globally seeded)
+    random stream in the batches' order.
+
+    The draw is a sequential map of its own: a stateful random op inside a parallel map is
+    called in whatever order the threads run, so batch i would get the key of draw j and the
+    same seed would give other augmentations and mixup weights on every run (the Mirrored
+    run with mixup then no longer matched one device). Not `enumerate`: a second source
+    dataset in the pipeline would stop tf.distribute's FILE auto-shard from rewriting it.
+    """
+    def draw(batch):
+        return batch, tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64, seed=seed)
+    return batches.map(draw)
+
+
 def augment_batches(batches: tf.data.Dataset, params: augment_lib.AugmentParams,
                     seed: int) -> tf.data.Dataset:
-    """Every batch's images through `augment.augment_batch`.
-
-    Stateless augmentation keyed by a seed drawn per batch from the (globally seeded) random
-    stream. Not `enumerate`: a second source dataset in the pipeline would stop tf.distribute's
-    FILE auto-shard from rewriting it.
-    """
-    def augment_fn(batch):
+    """Every batch's images through `augment.augment_batch`, keyed by `keyed_batches`."""
+    def augment_fn(batch, key):
         batch = dict(batch)
-        key = tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64, seed=seed)
         batch["image"] = augment_lib.augment_batch(batch["image"], params, key)
         return batch
-    return batches.map(augment_fn, num_parallel_calls=AUTOTUNE)
+    return keyed_batches(batches, seed).map(augment_fn, num_parallel_calls=AUTOTUNE)
 
 
 def mixup_batches(batches: tf.data.Dataset, alpha: float, seed: int) -> tf.data.Dataset:
@@ -582,12 +591,13 @@ def mixup_batches(batches: tf.data.Dataset, alpha: float, seed: int) -> tf.data.
     The records are shuffled before batching, so the neighbour is a random partner. Adds
     "mix_label" (the partner's label) and "mix_weight" (the weight of the image's own label,
     max(l, 1 - l) with l ~ Beta(alpha, alpha), so that its own label always dominates and the
-    training accuracy still means something).
+    training accuracy still means something). Keyed by `keyed_batches`, folded so that the
+    weights do not follow the augmentation's draws of the same seed.
     """
-    def mix(batch):
+    def mix(batch, key):
         batch = dict(batch)
-        key = tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64, seed=seed)
-        keys = tf.random.experimental.stateless_split(key, 2)
+        keys = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(key, 1), 2)
         n = tf.shape(batch["image"])[0]
         first = tf.random.stateless_gamma([n], keys[0], alpha)
         second = tf.random.stateless_gamma([n], keys[1], alpha)
@@ -599,7 +609,7 @@ def mixup_batches(batches: tf.data.Dataset, alpha: float, seed: int) -> tf.data.
         batch["mix_label"] = tf.roll(batch["label"], 1, axis=0)
         batch["mix_weight"] = tf.cast(weight, tf.float32)
         return batch
-    return batches.map(mix, num_parallel_calls=AUTOTUNE)
+    return keyed_batches(batches, seed).map(mix, num_parallel_calls=AUTOTUNE)
 
 
 def raw_record_dataset(source: DataSource, split: str) -> tf.data.Dataset:
