@@ -109,6 +109,28 @@ def test_mixed_precision_run(chars_dir, tmp_path, policy):
         assert 1 <= metrics["optimizer_iterations"] <= metrics["step"] == 3
 
 
+def test_deterministic_runs_of_one_seed_end_with_identical_weights(tmp_path):
+    """`deterministic=true`: two runs of one seed end weight for weight alike, with what makes
+    runs differ by default (two shards interleaved in no fixed order, augmentation, mixup,
+    Adam). Subprocesses: op determinism is process-wide."""
+    data = tiny_data.write_chars(tmp_path / "data", num_classes=4, image_size=32, num_shards=2,
+                                 splits={"train": 64})
+    common = ["--config", "smoke", "--data", data, "--precision", "float32",
+              "--set", "epochs=1", "--set", "steps_per_epoch=8", "--set", "eval_split=",
+              "--set", "per_replica_batch_size=8", "--set", "mixup_alpha=0.4",
+              "--set", "seed=3", "--set", "deterministic=true"]
+    weights = []
+    for name in ("a", "b"):
+        workdir = str(tmp_path / name)
+        result = _run_cli([*common, "--workdir", workdir], timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        model = keras.models.load_model(os.path.join(workdir, "final.keras"), compile=False)
+        weights.append(model.get_weights())
+    assert len(weights[0]) == len(weights[1]) > 10
+    differ = [i for i, (x, y) in enumerate(zip(*weights)) if not np.array_equal(x, y)]
+    assert not differ, f"two runs of one seed differ in weights {differ}"
+
+
 def test_crnn_ctc_loss_falls(tmp_path):
     lines = tiny_data.write_lines(tmp_path / "lines", num_classes=5, height=32,
                                   splits={"train": 48, "validation": 8})

@@ -99,7 +99,14 @@ class Config:
     epochs: int = 10
     steps_per_epoch: int = 0  # 0: num_examples // global batch
     eval_steps: int = 0  # 0: the whole eval split
+    # Seeds the weights, the shuffles and the augmentation and mixup draws (each batch's
+    # in order). Two runs of one seed are close, not identical: training interleaves its
+    # shards in no fixed order, and threaded float sums may round differently.
     seed: int = 0
+    # True: the same seed, data and machine give the same run, weight for weight
+    # (TensorFlow's op determinism: shards read in a fixed order, deterministic kernels;
+    # slower where the input pipeline is the bottleneck).
+    deterministic: bool = False
 
     # === Augmentation (training batches only, never evaluation) ===
     augment: bool = True
@@ -271,6 +278,7 @@ RULES: dict[str, Rule] = {
     "steps_per_epoch": _int(0, note="0: the whole training split per epoch"),
     "eval_steps": _int(0, note="0: the whole evaluation split"),
     "seed": _int(0, 2 ** 32 - 1),
+    "deterministic": _BOOL,
     # === Augmentation ===
     "augment": _BOOL,
     "aug_rotation": _real(0.0, 180.0, note="degrees"),

@@ -563,6 +563,8 @@ def train_and_evaluate(config: configs.Config, workdir: str, data_dir: str, *,
                           allreduce=config.horovod_allreduce)
     policy = precision.apply(config.precision)
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     # === Refuse what cannot run, before anything is written ===
     source = open_data(config, data_dir)
