@@ -489,7 +489,9 @@ def casia_sample() -> Config:
     with `--tta all`; seeds 0-2 in float32: 98.28 / 98.21 / 97.99 %, the last one image
     short, 98.21 % with `--tta all`) are in that section; 98 % on each bfloat16 seed is
     reached, within 15 minutes is not (20.2 minutes for the one 2-core bfloat16
-    run; 29.0 for seed 1 in float32 on a CPU without bfloat16). On the
+    run; 29.0 for seed 1 in float32 on a CPU without bfloat16). On an unthrottled 2-core
+    Intel Xeon with native bfloat16 seeds 0-4 took 9.8-10.5 minutes and scored 98.13 / 97.91 /
+    98.51 / 98.13 / 97.91 % (98.21 / 98.43 / 98.28 / 97.99 / 98.21 % with `--tta all`). On the
     CPU without bfloat16, half the width (16-32-64) scored 97.31 % in 20.3 minutes and 21
     epochs 97.99 / 97.61 % (two seeds): neither reached 98 %.
 
